@@ -1,0 +1,5 @@
+import sys
+
+from ndkd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,185 @@
+"""The ``ndkd`` command: the four verbs of the pipeline plus ``run``, which chains them.
+
+Every command takes a YAML config and optional dotted overrides (``train.epochs=5``). Errors are one
+line on stderr and a non-zero exit (2 for a bad config or command line, 1 otherwise); ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ndkd import __version__
+from ndkd.errors import ConfigError, NdkdError
+
+logger = logging.getLogger("ndkd")
+
+_COMMON = """
+Overrides are dotted KEY=VALUE pairs applied on top of the config file, e.g.
+  train.epochs=5 distill.nd.weight=2 data.root=/data/fashion-mnist device=cpu
+"""
+
+_COMMANDS = {
+    "train-teacher": (
+        "train the teacher (cross-entropy) and export <output_dir>/<name>/teacher/teacher.pt",
+        """examples:
+  ndkd train-teacher configs/fashion_mnist/demo.yaml
+  ndkd train-teacher configs/fashion_mnist/demo.yaml teacher.train.epochs=30 --restart""",
+    ),
+    "centers": (
+        "compute the teacher's class-means on the training set (class_means.safetensors)",
+        """examples:
+  ndkd centers configs/fashion_mnist/demo.yaml
+  ndkd centers configs/fashion_mnist/demo.yaml centers.augment=false --force""",
+    ),
+    "distill": (
+        "train the student(s) of a config with their distillation method (and ND)",
+        """examples:
+  ndkd distill configs/fashion_mnist/demo.yaml --student kdpp
+  ndkd distill configs/fashion_mnist/demo.yaml --student kd train.epochs=10""",
+    ),
+    "eval": (
+        "evaluate a trained network on the test split",
+        """examples:
+  ndkd eval runs/fashion_mnist_demo/kdpp            (a run directory)
+  ndkd eval configs/fashion_mnist/demo.yaml --weights runs/fashion_mnist_demo/kdpp/student.pt
+  ndkd eval runs/fashion_mnist_demo/teacher --json""",
+    ),
+    "run": (
+        "teacher -> class-means -> every student, skipping finished steps; prints a table of top-1",
+        """examples:
+  ndkd run configs/fashion_mnist/demo.yaml
+  ndkd run configs/fashion_mnist/demo.yaml output_dir=/tmp/runs train.epochs=2""",
+    ),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ndkd",
+        description="Knowledge distillation with the ND loss of KD++ (feature norm and direction).",
+        epilog="Run `ndkd COMMAND --help` for each command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"ndkd {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (summary, examples) in _COMMANDS.items():
+        sub = commands.add_parser(
+            name, help=summary, description=summary + ".", epilog=_COMMON + "\n" + examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        target = "a run directory or a YAML config" if name == "eval" else "YAML config (a recipe)"
+        sub.add_argument("config", metavar="RUN_DIR_OR_CONFIG" if name == "eval" else "CONFIG", help=target)
+        sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+        sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+        if name in ("train-teacher", "distill", "run"):
+            sub.add_argument("--restart", action="store_true", help="move an existing run aside (renamed, not deleted) and start again")
+        if name == "distill":
+            sub.add_argument("--student", action="append", metavar="NAME", help="student(s) of the config to train (default: all)")
+        if name == "centers":
+            sub.add_argument("--force", action="store_true", help="recompute even if an up-to-date file exists")
+        if name == "eval":
+            sub.add_argument("--weights", help="weights file (when evaluating from a config)")
+            sub.add_argument("--arch", help="architecture of --weights (default: student.arch of the config)")
+            sub.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return parser
+
+
+def _load(path: str, overrides: list[str]):
+    from ndkd.config import load_config
+
+    return load_config(path, overrides)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ndkd.pipeline import evaluate_weights
+
+    target = Path(args.config)
+    if target.is_dir():
+        summary_path = target / "summary.json"
+        if not (target / "config.yaml").is_file() or not summary_path.is_file():
+            raise ConfigError(f"{target} is not a finished run directory (no config.yaml and summary.json)")
+        summary = json.loads(summary_path.read_text())
+        config = _load(str(target / "config.yaml"), args.overrides)
+        arch = args.arch or summary["arch"]
+        weights = args.weights or str(target / summary["weights"])
+    else:
+        config = _load(args.config, args.overrides)
+        if not args.weights:
+            raise ConfigError("evaluating from a config needs --weights FILE (or pass a run directory instead)")
+        arch, weights = args.arch or config.student.arch, args.weights
+    metrics = evaluate_weights(config, arch, weights)
+    if args.json:
+        print(json.dumps({"arch": arch, "weights": weights, **metrics}))
+    else:
+        print(f"{arch} ({weights}): top-1 {metrics['top1']:.2f}  top-5 {metrics['top5']:.2f}  loss {metrics['loss']:.4f}")
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from ndkd import pipeline
+
+    if args.command == "eval":
+        return _eval(args)
+    config = _load(args.config, args.overrides)
+    progress = not args.no_progress
+    if args.command == "train-teacher":
+        summary = pipeline.train_teacher(config, restart=args.restart, progress=progress)
+        print(f"teacher {summary['arch']}: test top-1 {summary['test_top1_last']:.2f} -> {pipeline.teacher_dir(config)}")
+    elif args.command == "centers":
+        print(pipeline.compute_centers(config, force=args.force))
+    elif args.command == "distill":
+        names = args.student or pipeline.student_names(config)
+        for name in names:
+            summary = pipeline.distill(config, name, restart=args.restart, progress=progress)
+            print(f"{name} ({summary['arch']}): test top-1 {summary['test_top1_last']:.2f} -> {pipeline.run_root(config) / name}")
+    elif args.command == "run":
+        rows = pipeline.run_pipeline(config, restart=args.restart, progress=progress)
+        print(pipeline.format_table(rows))
+    return 0
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log to whatever ``sys.stderr`` is at the time of the message (test runners swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("ndkd: interrupted; the last finished epoch is saved and the same command resumes from it", file=sys.stderr)
+        return 130
+    except NdkdError as error:
+        if args.debug:
+            raise
+        print(f"ndkd: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+    except Exception as error:  # a bug, not a user error: say so, keep the message short
+        if args.debug:
+            raise
+        print(f"ndkd: internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

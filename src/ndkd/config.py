@@ -1,0 +1,380 @@
+"""Typed configuration: YAML recipes (safe loader only), dotted command-line overrides, validation.
+
+A recipe is validated into :class:`Config`. Unknown keys and wrong types are rejected with the
+offending key, the allowed keys (with a close-match suggestion) and where the value came from (the
+file name or the override). Method options (``distill.options``) are checked against the options
+declared by the chosen distiller. Nothing in a config is ever executed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from ndkd.errors import ConfigError
+
+DatasetName = Literal["fashion_mnist", "cifar10", "cifar100", "synthetic"]
+
+
+@dataclass
+class SyntheticConfig:
+    """Sizes of the synthetic dataset (used by tests and smoke runs)."""
+
+    num_train: int = 512
+    num_test: int = 256
+    num_classes: int = 10
+    image_size: int = 16
+    channels: int = 3
+
+
+@dataclass
+class DataConfig:
+    dataset: DatasetName = "fashion_mnist"
+    root: Optional[str] = None  # folder with the dataset files; default: Debian's location or $NDKD_DATA
+    download: bool = False  # allow torchvision to download a missing dataset
+    train_subset: Optional[int] = None  # train on this many samples (seeded draw); None = all
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    augment: bool = True  # pad-and-random-crop + horizontal flip on training batches
+    crop_padding: int = 4
+    hflip: bool = True
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class TrainConfig:
+    """SGD with a step schedule (lr multiplied by ``lr_decay`` at each milestone epoch)."""
+
+    epochs: int = 240
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
+    lr_decay: float = 0.1
+    log_interval: int = 50  # steps between progress updates (the only host syncs of a training epoch)
+
+
+@dataclass
+class TeacherConfig:
+    arch: Optional[str] = None
+    checkpoint: Optional[str] = None  # trained weights; if unset, `ndkd run` trains the teacher
+    train: TrainConfig = field(default_factory=TrainConfig)  # schedule for `ndkd train-teacher`
+
+
+@dataclass
+class StudentConfig:
+    arch: str = "resnet8"
+    checkpoint: Optional[str] = None  # optional initial weights
+
+
+@dataclass
+class NDConfig:
+    """The ND regulariser (the "++"): active when ``weight`` > 0."""
+
+    weight: float = 0.0
+    variant: Literal["nd"] = "nd"
+    warmup: bool = False  # ramp ND with the base term over warmup_epochs (official ImageNet DKD++ only)
+    class_means: Optional[str] = None  # safetensors or official JSON file; default: the run's own
+
+
+@dataclass
+class DistillConfig:
+    method: str = "none"  # a registered distiller: `ndkd distill --help` lists them
+    ce_weight: float = 1.0
+    weight: float = 1.0  # multiplies the base distillation term(s)
+    warmup_epochs: int = 0  # linear ramp min(1, epoch / warmup_epochs) of the base term, epoch 0-based
+    options: dict = field(default_factory=dict)  # method options, validated against the method
+    nd: NDConfig = field(default_factory=NDConfig)
+
+
+@dataclass
+class CentersConfig:
+    augment: bool = True  # average over one training-augmented view of each image (as the official code)
+    batch_size: int = 512
+
+
+@dataclass
+class Config:
+    name: str = "experiment"
+    output_dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    centers: CentersConfig = field(default_factory=CentersConfig)
+    # students distilled by `ndkd run`: each a name plus overrides of `student`, `train`, `distill`, `seed`
+    students: list[dict] = field(default_factory=list)
+
+
+_VARIANT_KEYS = ("name", "student", "train", "distill", "seed")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class _Sources:
+    """Remembers which dotted keys came from command-line overrides, to name the source of an error."""
+
+    def __init__(self, file: str, overrides: dict[str, str] | None = None) -> None:
+        self.file = file
+        self.overrides = overrides or {}
+
+    def error(self, path: str, message: str) -> ConfigError:
+        for key, text in self.overrides.items():
+            if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+                return ConfigError(f"override {text!r}: {message}")
+        return ConfigError(f"{self.file}: {message}")
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _type_name(tp: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(tp: Any, value: Any, path: str, sources: _Sources) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _coerce(inner, value, path, sources)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise sources.error(path, f"{path!r} must be one of {', '.join(map(str, choices))}; got {value!r}.{hint}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise sources.error(path, f"{path!r} must be a list, got {value!r} ({type(value).__name__})")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(inner, item, f"{path}[{i}]", sources) for i, item in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, sources)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise sources.error(path, f"{path!r} must be a mapping, got {value!r} ({type(value).__name__})")
+        return copy.deepcopy(value)
+    if tp is float and isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)  # PyYAML reads 5e-4 (no dot) as a string
+    valid = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }
+    if not valid.get(tp, False):
+        raise sources.error(path, f"{path!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, data: Any, path: str, sources: _Sources):
+    if not isinstance(data, dict):
+        where = f"{path!r}" if path else "the config"
+        raise sources.error(path, f"{where} must be a mapping of keys to values, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            section = f"in {path!r}" if path else "at the top level"
+            raise sources.error(
+                _join(path, key),
+                f"unknown key {_join(path, key)!r}.{hint} Allowed keys {section}: {', '.join(allowed)}",
+            )
+    values = {name: _coerce(hints[name], data[name], _join(path, name), sources) for name in allowed if name in data}
+    return cls(**values)
+
+
+def build_options(options_class: type, options: dict, path: str, sources: _Sources | None = None):
+    """Validate a method's ``options`` mapping into its options dataclass."""
+    return _build(options_class, options, path, sources or _Sources("config"))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=5"`` -> (["train", "epochs"], 5); the value is parsed as YAML (safe)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override {text!r} must look like section.key=value (for example train.epochs=5)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error.problem})") from error
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict[str, str]:
+    """Set each dotted override in the raw mapping ``data``; return {dotted key: override text}."""
+    applied = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(keys[: depth + 1])!r} is not a section")
+            node = child
+        node[keys[-1]] = value
+        applied[".".join(keys)] = text
+    return applied
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the safe loader."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from error
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _validate_method(config: Config, path: str, sources: _Sources) -> None:
+    from ndkd.distillers.registry import get_method
+
+    try:
+        method = get_method(config.distill.method)
+    except ConfigError as error:
+        raise sources.error(_join(path, "distill.method"), str(error)) from None
+    options = build_options(method.options, config.distill.options, _join(path, "distill.options"), sources)
+    config.distill.options = dataclasses.asdict(options)
+
+
+def _check_ranges(config: Config, sources: _Sources) -> None:
+    """Values that type-check but cannot work (a zero batch size, an lr of 0, unsorted milestones...)."""
+    checks = [
+        ("data.batch_size", config.data.batch_size >= 1, "at least 1"),
+        ("data.eval_batch_size", config.data.eval_batch_size >= 1, "at least 1"),
+        ("data.crop_padding", config.data.crop_padding >= 0, "0 or more"),
+        ("data.train_subset", config.data.train_subset is None or config.data.train_subset >= 1, "at least 1 (or null)"),
+        ("distill.warmup_epochs", config.distill.warmup_epochs >= 0, "0 or more"),
+        ("distill.nd.weight", config.distill.nd.weight >= 0, "0 (off) or more"),
+        ("centers.batch_size", config.centers.batch_size >= 1, "at least 1"),
+    ]
+    for prefix, train in (("train", config.train), ("teacher.train", config.teacher.train)):
+        checks += [
+            (f"{prefix}.epochs", train.epochs >= 1, "at least 1"),
+            (f"{prefix}.lr", train.lr > 0, "positive"),
+            (f"{prefix}.log_interval", train.log_interval >= 1, "at least 1"),
+            (f"{prefix}.milestones", train.milestones == sorted(set(train.milestones)), "strictly increasing epochs"),
+        ]
+    for path, ok, expected in checks:
+        if not ok:
+            value = value_at(config, path)
+            raise sources.error(path, f"{path!r} must be {expected}, got {value!r}")
+
+
+def value_at(config: Any, path: str) -> Any:
+    """The value at a dotted ``path`` of a config object (``"train.lr"``)."""
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def config_from_dict(data: dict, source: str = "config", overrides: dict[str, str] | None = None) -> Config:
+    """Validate a raw mapping into a :class:`Config` (method options and ``students`` included)."""
+    sources = _Sources(source, overrides)
+    config = _build(Config, data, "", sources)
+    _validate_method(config, "", sources)
+    _check_ranges(config, sources)
+    names = set()
+    for index, variant in enumerate(config.students):
+        where = f"students[{index}]"
+        unknown = [key for key in variant if key not in _VARIANT_KEYS]
+        if unknown:
+            raise sources.error(where, f"unknown key {where}.{unknown[0]!r}; a student entry may set: {', '.join(_VARIANT_KEYS)}")
+        name = variant.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name) or name in ("teacher",):
+            raise sources.error(where, f"{where}.name must be a folder-safe name other than 'teacher', got {name!r}")
+        if name in names:
+            raise sources.error(where, f"{where}.name {name!r} is used twice")
+        names.add(name)
+        variant_config(config, name, sources)  # validate now, not half-way through `ndkd run`
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read ``path`` (YAML), apply dotted ``overrides`` and validate."""
+    data = read_yaml(path)
+    applied = apply_overrides(data, list(overrides or []))
+    return config_from_dict(data, str(path), applied)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def variant_config(config: Config, name: str, sources: _Sources | None = None) -> Config:
+    """The config of student ``name`` of ``config.students``: the base config with that entry's overrides."""
+    matches = [v for v in config.students if v.get("name") == name]
+    if not matches:
+        known = ", ".join(v.get("name", "?") for v in config.students) or "none"
+        raise ConfigError(f"no student named {name!r} in this config (students: {known})")
+    index = config.students.index(matches[0])
+    base = to_dict(config)
+    base["students"] = []
+    if base["distill"]["method"] != matches[0].get("distill", {}).get("method", base["distill"]["method"]):
+        base["distill"]["options"] = {}  # the base method's options do not apply to another method
+    data = _merge(base, {k: v for k, v in matches[0].items() if k != "name"})
+    sources = sources or _Sources("config")
+    try:
+        built = _build(Config, data, "", sources)
+        _validate_method(built, "", sources)
+        _check_ranges(built, sources)
+    except ConfigError as error:
+        raise ConfigError(f"{error} (in students[{index}], {name!r})") from None
+    return built
+
+
+def to_dict(config: Any) -> dict:
+    """Plain nested dict of a config (what is written to config.yaml)."""
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: Config | dict) -> str:
+    """The resolved config (a Config or its dict) as YAML text."""
+    data = config if isinstance(config, dict) else to_dict(config)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def fingerprint(*sections: Any) -> str:
+    """Stable short hash of config sections, used to decide whether a finished step can be reused."""
+    payload = json.dumps([dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in sections], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,9 @@
+"""Distillation losses as pure functions of tensors, each returning a scalar tensor.
+
+Weights, warm-up and schedules belong to the distillers (:mod:`ndkd.distillers`), never to a loss.
+"""
+
+from ndkd.losses.logit import kd_loss
+from ndkd.losses.nd import nd_loss
+
+__all__ = ["kd_loss", "nd_loss"]
