@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 from torch import nn
 
 from ndkd.data.datasets import ImageDataset
 from ndkd.data.loader import InMemoryLoader
+from ndkd.engine.checkpoint import atomic_write_bytes
 from ndkd.errors import ClassMeansError
 from ndkd.models.features import FeatureTap
 
@@ -74,16 +75,12 @@ def compute_class_means(
 
 def save_class_means(path: str | Path, class_means: torch.Tensor, counts: torch.Tensor | None = None, **metadata: object) -> None:
     """Write class-means [K, D] (and counts) to a safetensors file with string metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {TENSOR_NAME: class_means.detach().float().cpu().contiguous()}
     if counts is not None:
         tensors["counts"] = counts.detach().long().cpu().contiguous()
     info = {key: str(value) for key, value in metadata.items()}
     info.update(num_classes=str(class_means.shape[0]), dim=str(class_means.shape[1]))
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(temporary), metadata=info)
-    temporary.replace(path)
+    atomic_write_bytes(save(tensors, metadata=info), path)
 
 
 def read_class_means_metadata(path: str | Path) -> dict[str, str]:

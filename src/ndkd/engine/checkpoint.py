@@ -7,6 +7,7 @@ Checkpoints are read back with ``weights_only=True`` (tensors, numbers, strings,
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -17,14 +18,14 @@ import torch
 from ndkd.errors import CheckpointError
 
 
-def atomic_save(payload: Any, path: str | Path) -> None:
-    """``torch.save(payload, path)`` so that ``path`` is either the old file or the complete new one."""
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either the old file or the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -35,20 +36,15 @@ def atomic_save(payload: Any, path: str | Path) -> None:
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:
-    """Write a text file atomically (same guarantee as :func:`atomic_save`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Write a UTF-8 text file atomically."""
+    atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def atomic_save(payload: Any, path: str | Path) -> None:
+    """``torch.save(payload, path)``, atomically."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(buffer.getvalue(), path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -164,8 +164,8 @@ class Trainer:
         seen = 0
         started = time.perf_counter()
         bar = tqdm(
-            total=len(self.train_loader), desc=f"{self.run.role} epoch {epoch + 1}/{self.config.epochs}",
-            unit="step", disable=not self.progress, leave=False, dynamic_ncols=True,
+            total=len(self.train_loader.dataset), desc=f"{self.run.role} epoch {epoch + 1}/{self.config.epochs}",
+            unit="img", unit_scale=True, disable=not self.progress, leave=False, dynamic_ncols=True,
         )  # fmt: skip
         for step, (images, labels) in enumerate(self.train_loader, start=1):
             logits, losses = self.distiller.forward_train(images, labels, epoch)
@@ -179,7 +179,7 @@ class Trainer:
                 weighted = value.detach() * batch
                 sums[name] = sums[name] + weighted if name in sums else weighted
             correct += (logits.detach().argmax(dim=1) == labels).sum()
-            bar.update(1)
+            bar.update(batch)
             if step % self.config.log_interval == 0:  # the only host sync of the loop
                 running = {name: value.item() / seen for name, value in sums.items()}
                 self._check_finite(running, epoch)
