@@ -16,8 +16,8 @@ setup: $(STAMP)
 # Re-run only when the package metadata changes; a half-finished set-up leaves no stamp.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' $(TORCH_PINS)
+	$(PY) -m pip install -qq --disable-pip-version-check $(TORCH_PINS)
+	$(PY) -m pip install -qq --disable-pip-version-check -e '.[test]' $(TORCH_PINS)
 	@touch $(STAMP)
 
 dataset:

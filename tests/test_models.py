@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ndkd.errors import CheckpointError, ConfigError
-from ndkd.models import FeatureTap, create_model, embedding_dim, find_classifier, load_weights
+from ndkd.models import FeatureTap, create_model, embedding_dim, find_classifier, load_weights, model_stages
 from ndkd.models.weights import save_weights
 
 MANIFEST = json.loads((Path(__file__).parent / "data" / "cifar_state_dict_manifest.json").read_text())
@@ -107,3 +107,18 @@ def test_unsafe_pickles_are_refused(tmp_path):
     torch.save({"model": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="cannot read weights file"):
         load_weights(create_model("resnet8", num_classes=10), tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet8x4"])
+def test_declared_stages_and_preactivations(name):
+    entry = MANIFEST[name]
+    model = create_model(name, num_classes=100).eval()
+    stages = model_stages(model)
+    assert [s.name for s in stages] == ["stem", "layer1", "layer2", "layer3"]
+    paths = tuple(s.path for s in stages) + tuple(s.preact_path for s in stages)
+    out = FeatureTap(model, paths)(torch.randn(2, 3, 32, 32))
+    for stage, shape in zip(stages, entry["stage_shapes"]):
+        post, pre = out.features[stage.path], out.features[stage.preact_path]
+        assert list(post.shape[1:]) == shape and pre.shape == post.shape
+        torch.testing.assert_close(post, torch.relu(pre))  # the pre-activation is the same feature before ReLU
+        assert (pre < 0).any()

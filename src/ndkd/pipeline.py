@@ -215,7 +215,7 @@ def distill(
         teacher = load_teacher(config, dataset, context.runtime.device)
     if config.distill.nd.weight > 0:
         class_means, _ = _class_means_for(config, dataset, teacher, teacher_sha)
-    distiller = build_distiller(config.distill, model, teacher, class_means)
+    distiller = build_distiller(config.distill, model, teacher, class_means, tuple(dataset.images.shape[1:]))
     train_loader, test_loader = _loaders(config, context)
     extra = {"student": student, "method": config.distill.method, "nd_weight": config.distill.nd.weight}
     info = RunInfo(run_dir, "student", config.student.arch, dataset.num_classes, dataset.in_channels, to_dict(config), run_fingerprint, extra)

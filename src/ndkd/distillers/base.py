@@ -32,10 +32,13 @@ class Distiller(nn.Module):
         teacher: nn.Module | None,
         config: DistillConfig,
         class_means: torch.Tensor | None = None,
+        input_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
         entry = get_method(self.method_name)
         self.config = config
+        # (C, H, W) of one input image: methods that size adapters from feature shapes probe with it
+        self.input_shape = input_shape
         self.options = entry.options(**config.options)
         self.student = student
         self.student_tap = FeatureTap(student, self.student_feature_paths())
@@ -136,7 +139,11 @@ class Distiller(nn.Module):
 
 
 def build_distiller(
-    config: DistillConfig, student: nn.Module, teacher: nn.Module | None, class_means: torch.Tensor | None = None
+    config: DistillConfig,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    class_means: torch.Tensor | None = None,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> Distiller:
-    """Instantiate the method named by ``config.method``."""
-    return get_method(config.method).cls(student, teacher, config, class_means)
+    """Instantiate the method named by ``config.method`` (``input_shape``: (C, H, W) of one image)."""
+    return get_method(config.method).cls(student, teacher, config, class_means, input_shape)

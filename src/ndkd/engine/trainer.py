@@ -164,8 +164,9 @@ class Trainer:
         seen = 0
         started = time.perf_counter()
         bar = tqdm(
+            # disable=None: no bar when stderr is not a terminal (log files get the per-epoch lines)
             total=len(self.train_loader.dataset), desc=f"{self.run.role} epoch {epoch + 1}/{self.config.epochs}",
-            unit="img", unit_scale=True, disable=not self.progress, leave=False, dynamic_ncols=True,
+            unit="img", unit_scale=True, disable=None if self.progress else True, leave=False, dynamic_ncols=True,
         )  # fmt: skip
         for step, (images, labels) in enumerate(self.train_loader, start=1):
             logits, losses = self.distiller.forward_train(images, labels, epoch)

@@ -14,6 +14,30 @@ import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A named stage of a backbone, for feature distillers (ReviewKD, FitNet, DiffKD, ...).
+
+    ``path`` is the module whose output is the stage feature (after its activation);
+    ``preact_path`` the module whose output is the same feature before the final ReLU, when the
+    architecture has one (ReviewKD reads teacher features there).
+    """
+
+    name: str
+    path: str
+    preact_path: str | None = None
+
+
+def model_stages(model: nn.Module) -> list[Stage]:
+    """The stages of ``model``, stem first, as declared by its ``feature_stages()`` method."""
+    declared = getattr(model, "feature_stages", None)
+    if callable(declared):
+        return list(declared())
+    raise ValueError(
+        f"{type(model).__name__} declares no feature stages; feature distillers need named stage modules"
+    )
+
+
 @dataclass
 class TapOutput:
     """What one forward pass through a tapped model produced.

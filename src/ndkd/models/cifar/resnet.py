@@ -11,14 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ndkd.models.features import Stage
 from ndkd.models.registry import register_model
 
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with an identity (or 1x1 conv-BN) shortcut.
 
-    ``preact`` holds the sum before the final ReLU, which feature distillers such as ReviewKD read via a
-    hook on ``block.residual_sum`` (an ``nn.Identity`` kept only as a named tap point).
+    ``residual_sum`` is an ``nn.Identity`` placed on the sum before the final ReLU: a named point where
+    hooks read the pre-activation feature (ReviewKD uses the teacher's). It has no parameters.
     """
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
@@ -56,7 +57,7 @@ class CifarResNet(nn.Module):
         stem, *stage_widths = widths
         self.conv1 = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()  # not in place: hooks on bn1 read the stem's pre-activation
         in_planes = stem
         layers = []
         for index, planes in enumerate(stage_widths):
@@ -79,6 +80,14 @@ class CifarResNet(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def feature_stages(self) -> list[Stage]:
+        """Stem and the three stages (outputs after ReLU; pre-ReLU at the last block's residual sum)."""
+        stages = [Stage("stem", "relu", "bn1")]
+        for name in ("layer1", "layer2", "layer3"):
+            last = len(getattr(self, name)) - 1
+            stages.append(Stage(name, name, f"{name}.{last}.residual_sum"))
+        return stages
 
 
 _NARROW = (16, 16, 32, 64)

@@ -1,0 +1,1 @@
+"""Speed, memory and accuracy benchmarks. Each prints one JSON document; run `python -m benchmarks --list`."""
