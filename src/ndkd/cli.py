@@ -8,9 +8,12 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import types
+import typing
 from pathlib import Path
 
 from ndkd import __version__
@@ -86,7 +89,66 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--weights", help="weights file (when evaluating from a config)")
             sub.add_argument("--arch", help="architecture of --weights (default: student.arch of the config)")
             sub.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    summary = "list the distillation methods and ND variants with their options and defaults"
+    sub = commands.add_parser(
+        "methods", help=summary, description=summary + ".", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  ndkd methods\n  ndkd methods --json",
+    )  # fmt: skip
+    sub.add_argument("--json", action="store_true", help="print the list as JSON")
+    sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return parser
+
+
+def _type_label(tp) -> str:
+    """``float``, ``bool``, ``float or null``, ``one of a, b`` for an option's type hint."""
+    args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _type_label(args[0]) + " or null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _options(cls, names: list[str] | None = None) -> list[dict]:
+    """[{name, type, default}] of the fields of an options dataclass (all, or ``names`` in order)."""
+    hints = typing.get_type_hints(cls)
+    defaults = dataclasses.asdict(cls())
+    names = [f.name for f in dataclasses.fields(cls)] if names is None else names
+    return [{"name": name, "type": _type_label(hints[name]), "default": defaults[name]} for name in names]
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from ndkd.config import NDConfig
+    from ndkd.distillers import list_methods
+    from ndkd.distillers.nd import ND_VARIANTS
+
+    listing = {
+        "methods": [
+            {"name": m.name, "description": m.description, "needs_teacher": m.needs_teacher, "options": _options(m.options)}
+            for m in list_methods()
+        ],
+        "nd_variants": [
+            {"name": v.name, "description": v.description, "options": _options(NDConfig, list(v.options))}
+            for v in ND_VARIANTS.values()
+        ],
+    }
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+
+    def show(title: str, entries: list[dict], prefix: str) -> None:
+        print(title)
+        width = max(len(entry["name"]) for entry in entries)
+        for entry in entries:
+            print(f"  {entry['name'].ljust(width)}  {entry['description']}")
+            options = "   ".join(f"{prefix}{o['name']}: {o['type']} = {json.dumps(o['default'])}" for o in entry["options"])
+            if options:
+                print(f"  {' ' * width}  {options}")
+
+    show("methods (distill.method; options under distill.options):", listing["methods"], "")
+    print()
+    show("ND variants (distill.nd.variant; on when distill.nd.weight > 0, with any method):", listing["nd_variants"], "distill.nd.")
+    return 0
 
 
 def _load(path: str, overrides: list[str]):
@@ -125,6 +187,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "eval":
         return _eval(args)
+    if args.command == "methods":
+        return _methods(args)
     config = _load(args.config, args.overrides)
     progress = not args.no_progress
     if args.command == "train-teacher":

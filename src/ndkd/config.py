@@ -79,19 +79,24 @@ class StudentConfig:
     checkpoint: Optional[str] = None  # optional initial weights
 
 
+NDVariant = Literal["nd", "cosine", "infonce", "norm_l2", "sifn"]
+
+
 @dataclass
 class NDConfig:
-    """The ND regulariser (the "++"): active when ``weight`` > 0."""
+    """The ND regulariser (the "++"): active when ``weight`` > 0; ``variant`` picks the loss form."""
 
     weight: float = 0.0
-    variant: Literal["nd"] = "nd"
+    variant: NDVariant = "nd"  # nd (KD++), or the ablations cosine, infonce, norm_l2, sifn
     warmup: bool = False  # ramp ND with the base term over warmup_epochs (official ImageNet DKD++ only)
     class_means: Optional[str] = None  # safetensors or official JSON file; default: the run's own
+    temperature: Optional[float] = None  # infonce only, required there (the paper's value is not known)
+    delta_r: float = 1.0  # sifn only: norm increase per step (the SAFN default)
 
 
 @dataclass
 class DistillConfig:
-    method: str = "none"  # a registered distiller: `ndkd distill --help` lists them
+    method: str = "none"  # a registered distiller: `ndkd methods` lists them
     ce_weight: float = 1.0
     weight: float = 1.0  # multiplies the base distillation term(s)
     warmup_epochs: int = 0  # linear ramp min(1, epoch / warmup_epochs) of the base term, epoch 0-based
@@ -280,6 +285,17 @@ def _check_ranges(config: Config, sources: _Sources) -> None:
         ("data.train_subset", config.data.train_subset is None or config.data.train_subset >= 1, "at least 1 (or null)"),
         ("distill.warmup_epochs", config.distill.warmup_epochs >= 0, "0 or more"),
         ("distill.nd.weight", config.distill.nd.weight >= 0, "0 (off) or more"),
+        ("distill.nd.delta_r", config.distill.nd.delta_r > 0, "positive"),
+        (
+            "distill.nd.temperature",
+            config.distill.nd.temperature is None or config.distill.nd.temperature > 0,
+            "positive (or null)",
+        ),
+        (
+            "distill.nd.temperature",
+            config.distill.nd.variant != "infonce" or config.distill.nd.temperature is not None,
+            "set for distill.nd.variant 'infonce' (the paper's value is not known; 0.1 is a common choice)",
+        ),
         ("centers.batch_size", config.centers.batch_size >= 1, "at least 1"),
     ]
     for prefix, train in (("train", config.train), ("teacher.train", config.teacher.train)):

@@ -34,6 +34,14 @@ class MethodEntry:
 _METHODS: dict[str, MethodEntry] = {}
 
 
+def require_positive(options: object, *names: str) -> None:
+    """For an options dataclass's ``__post_init__``: each named option must be > 0 (checked when a config loads)."""
+    for name in names:
+        value = getattr(options, name)
+        if not value > 0:
+            raise ConfigError(f"distill.options.{name} must be positive, got {value!r}")
+
+
 def register_distiller(name: str, *, description: str, options: type = NoOptions, needs_teacher: bool = True):
     """Class decorator registering a distiller under ``name``."""
 

@@ -3,7 +3,16 @@
 Weights, warm-up and schedules belong to the distillers (:mod:`ndkd.distillers`), never to a loss.
 """
 
-from ndkd.losses.logit import kd_loss
-from ndkd.losses.nd import nd_loss
+from ndkd.losses.logit import dist_loss, dkd_loss, kd_loss
+from ndkd.losses.nd import nd_cosine_loss, nd_infonce_loss, nd_loss, norm_l2_loss, sifn_loss
 
-__all__ = ["kd_loss", "nd_loss"]
+__all__ = [
+    "dist_loss",
+    "dkd_loss",
+    "kd_loss",
+    "nd_cosine_loss",
+    "nd_infonce_loss",
+    "nd_loss",
+    "norm_l2_loss",
+    "sifn_loss",
+]
