@@ -26,7 +26,7 @@ def _batch(classes=4, size=8):
 def test_registry_lists_the_foundation_methods():
     entries = {entry.name: entry for entry in list_methods()}
     assert {"none", "kd"} <= set(entries)
-    assert entries["kd"].option_defaults() == {"temperature": 4.0}
+    assert entries["kd"].option_defaults() == {"temperature": 4.0, "logit_projector": False}
     assert not entries["none"].needs_teacher and entries["kd"].needs_teacher
 
 
