@@ -322,6 +322,14 @@ def test_ndkd_methods_lists_every_registered_method_with_options(monkeypatch, ca
     assert "distill.nd.temperature: float or null = null" in out and "distill.nd.delta_r: float = 1.0" in out
 
 
+def test_ndkd_methods_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["methods", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "ndkd methods --json" in out
+
+
 def test_ndkd_methods_json(capsys):
     assert main(["methods", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
