@@ -20,7 +20,7 @@ def test_valid_recipe_loads_into_typed_objects(tmp_path, tiny_dict):
     assert config.train.epochs == 5 and isinstance(config.train.epochs, int)
     assert config.distill.nd.weight == 2.0 and isinstance(config.distill.nd.weight, float)
     assert config.train.lr == 0.01
-    assert config.distill.options == {"temperature": 4.0}  # validated against the kd method
+    assert config.distill.options == {"temperature": 4.0, "logit_projector": False}  # validated, defaults filled in
     assert config.teacher.train.epochs == 1
 
 
@@ -98,7 +98,7 @@ def test_variant_overrides_merge_over_the_base(tiny_dict):
     ce = variant_config(config, "ce")
     assert ce.distill.method == "none" and ce.distill.options == {}
     kdpp = variant_config(config, "kdpp")
-    assert kdpp.distill.method == "kd" and kdpp.distill.nd.weight == 2.0 and kdpp.distill.options == {"temperature": 4.0}
+    assert kdpp.distill.method == "kd" and kdpp.distill.nd.weight == 2.0 and kdpp.distill.options == {"temperature": 4.0, "logit_projector": False}
     assert kdpp.train == config.train
 
 
