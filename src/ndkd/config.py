@@ -87,6 +87,7 @@ class NDConfig:
     variant: Literal["nd"] = "nd"
     warmup: bool = False  # ramp ND with the base term over warmup_epochs (official ImageNet DKD++ only)
     class_means: Optional[str] = None  # safetensors or official JSON file; default: the run's own
+    projector_init: Literal["auto", "cifar", "imagenet"] = "auto"  # auto: imagenet for inputs wider than 64 px
 
 
 @dataclass
