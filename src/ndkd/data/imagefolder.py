@@ -242,6 +242,7 @@ class ImageFolderLoader:
         self.device = torch.device(device)
         self.batches = _EpochBatches(len(dataset), batch_size, train if shuffle is None else shuffle, train, seed, rank, world_size)
         workers = dataset.settings.get("num_workers", 0) if num_workers is None else num_workers
+        workers = min(workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         pin = bool(dataset.settings.get("pin_memory", True)) and self.device.type == "cuda"
         self.loader = DataLoader(
             _Views(dataset, train and augment, hflip, seed), batch_sampler=self.batches, num_workers=workers,
