@@ -8,6 +8,7 @@ ResNet-18 at 224x224 shows 3,628 MFLOPs where papers quote "1.8 GFLOPs" (multipl
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -17,7 +18,7 @@ from ndkd.models.features import FeatureTap, embedding_dim, model_stages
 from ndkd.models.registry import create_model, get_model_entry, list_models
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageInfo:
     name: str
     path: str
@@ -25,7 +26,7 @@ class StageInfo:
     shape: tuple[int, ...]  # (C, H, W) of one image at the native resolution (timm ViTs: (tokens, C))
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     family: str
@@ -35,14 +36,15 @@ class ModelInfo:
     params: int
     embedding_dim: int
     mflops: float
-    stages: list[StageInfo]
+    stages: tuple[StageInfo, ...]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+@functools.lru_cache(maxsize=None)
 def describe_model(name: str, num_classes: int | None = None, in_channels: int = 3) -> ModelInfo:
-    """Measure ``name`` (100 classes for CIFAR models, 1000 otherwise, unless ``num_classes``)."""
+    """Measure ``name`` (100 classes for CIFAR models, 1000 otherwise, unless ``num_classes``); cached."""
     entry = get_model_entry(name)
     classes = num_classes or (100 if entry.family == "cifar" else 1000)
     image = torch.empty(1, in_channels, entry.input_size, entry.input_size, device="meta")
@@ -65,7 +67,7 @@ def describe_model(name: str, num_classes: int | None = None, in_channels: int =
         params=sum(p.numel() for p in model.parameters()),
         embedding_dim=embedding_dim(model),
         mflops=counter.get_total_flops() / 1e6,
-        stages=[StageInfo(s.name, s.path, s.preact_path, tuple(out.features[s.path].shape[1:])) for s in stages],
+        stages=tuple(StageInfo(s.name, s.path, s.preact_path, tuple(out.features[s.path].shape[1:])) for s in stages),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ndkd.models.cifar.common import init_conv_bn
+from ndkd.models.cifar.common import init_conv_bn, residual_stages
 from ndkd.models.features import Stage
 from ndkd.models.registry import register_model
 
@@ -79,11 +79,7 @@ class CifarResNet(nn.Module):
 
     def feature_stages(self) -> list[Stage]:
         """Stem and the three stages (outputs after ReLU; pre-ReLU at the last block's residual sum)."""
-        stages = [Stage("stem", "relu", "bn1")]
-        for name in ("layer1", "layer2", "layer3"):
-            last = len(getattr(self, name)) - 1
-            stages.append(Stage(name, name, f"{name}.{last}.residual_sum"))
-        return stages
+        return residual_stages(self, ("layer1", "layer2", "layer3"))
 
 
 _NARROW = (16, 16, 32, 64)

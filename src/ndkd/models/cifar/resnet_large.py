@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ndkd.models.cifar.common import init_conv_bn
+from ndkd.models.cifar.common import init_conv_bn, residual_stages
 from ndkd.models.features import Stage
 from ndkd.models.registry import register_model
 
@@ -90,10 +90,7 @@ class CifarResNetLarge(nn.Module):
 
     def feature_stages(self) -> list[Stage]:
         """Stem and the four stages (after ReLU; pre-ReLU at the last block's residual sum)."""
-        stages = [Stage("stem", "relu", "bn1")]
-        for name in ("layer1", "layer2", "layer3", "layer4"):
-            stages.append(Stage(name, name, f"{name}.{len(getattr(self, name)) - 1}.residual_sum"))
-        return stages
+        return residual_stages(self, ("layer1", "layer2", "layer3", "layer4"))
 
 
 @register_model("ResNet18", family="cifar", description="CIFAR ResNet-18 (64-wide 3x3 stem, no max pool)", aliases=("cifar_resnet18",))

@@ -17,9 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ndkd.models.cifar.common import channel_shuffle, init_conv_bn
+from ndkd.models.cifar.common import channel_shuffle, init_conv_bn, residual_stages
 from ndkd.models.features import Stage
 from ndkd.models.registry import register_model
+
+
+def add_stem(model: nn.Module, in_channels: int) -> int:
+    """Give ``model`` the 1x1 stem ``conv1 -> bn1 -> relu`` of 24 channels (registered first); returns 24."""
+    model.conv1 = _conv1x1(in_channels, 24)
+    model.bn1 = _bn(24)
+    model.relu = nn.ReLU()  # not in place: hooks on bn1 read the stem's pre-activation
+    return 24
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -69,10 +77,7 @@ class ShuffleNetV1(nn.Module):
     def __init__(self, num_classes: int = 100, in_channels: int = 3, groups: int = 3) -> None:
         super().__init__()
         widths, depths = (240, 480, 960), (4, 8, 4)
-        self.conv1 = _conv1x1(in_channels, 24)
-        self.bn1 = _bn(24)
-        self.relu = nn.ReLU()  # not in place: hooks on bn1 read the stem's pre-activation
-        channels = 24
+        channels = add_stem(self, in_channels)
         layers = []
         for width, depth in zip(widths, depths):
             blocks = [ShuffleV1Block(channels, width - channels, 2, groups)]
@@ -91,10 +96,7 @@ class ShuffleNetV1(nn.Module):
 
     def feature_stages(self) -> list[Stage]:
         """Stem and the three stages (after ReLU; pre-ReLU at the last block's residual sum)."""
-        stages = [Stage("stem", "relu", "bn1")]
-        for name in ("layer1", "layer2", "layer3"):
-            stages.append(Stage(name, name, f"{name}.{len(getattr(self, name)) - 1}.residual_sum"))
-        return stages
+        return residual_stages(self, ("layer1", "layer2", "layer3"))
 
 
 class ShuffleV2Block(nn.Module):
@@ -146,10 +148,7 @@ class ShuffleNetV2(nn.Module):
     def __init__(self, num_classes: int = 100, in_channels: int = 3) -> None:
         super().__init__()
         widths, depths = (116, 232, 464), (3, 7, 3)
-        self.conv1 = _conv1x1(in_channels, 24)
-        self.bn1 = _bn(24)
-        self.relu = nn.ReLU()  # not in place: hooks on bn1 read the stem's pre-activation
-        channels = 24
+        channels = add_stem(self, in_channels)
         layers = []
         for width, depth in zip(widths, depths):
             layers.append(nn.Sequential(ShuffleV2DownBlock(channels, width), *[ShuffleV2Block(width) for _ in range(depth)]))
