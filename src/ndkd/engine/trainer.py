@@ -50,6 +50,36 @@ class RunInfo:
     extra_summary: dict = field(default_factory=dict)
 
 
+def training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epoch: int,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+    scale: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """One optimisation step of a distiller (or its DDP wrapper): forward, sum of terms, backward, step.
+
+    Returns the student logits, the loss terms and their sum (device tensors: nothing is synced).
+    ``scale`` multiplies the objective before backward (DDP shard weighting).
+    """
+    with autocast(images.device, precision):
+        logits, losses = model(images, labels, epoch)
+    total = torch.stack([value.float() for value in losses.values()]).sum()
+    objective = total * scale if scale != 1.0 else total
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        objective.backward()
+        optimizer.step()
+    else:
+        scaler.scale(objective).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return logits, losses, total
+
+
 class Trainer:
     """Train ``distiller`` with ``config`` on ``train_loader``, evaluating on ``test_loader`` each epoch."""
 
@@ -159,9 +189,8 @@ class Trainer:
         self.distiller.train()
         self.train_loader.set_epoch(epoch)
         torch.manual_seed(epoch_seed(self.seed, epoch, self.runtime.rank))
-        device = self.runtime.device
         sums: dict[str, torch.Tensor] = {}
-        seen = torch.zeros((), device=device)
+        seen = torch.zeros((), device=self.runtime.device)
         bounds = self.train_loader.batch_bounds()
         world = self.runtime.world_size
         started = time.perf_counter()
@@ -171,22 +200,14 @@ class Trainer:
             unit="img", unit_scale=True, disable=None if self.progress else True, leave=False, dynamic_ncols=True,
         )  # fmt: skip
         for step, (images, labels) in enumerate(self.train_loader):
-            with autocast(device, self.speed.precision):
-                logits, losses = self.model(images, labels, epoch)
-            total = torch.stack([value.float() for value in losses.values()]).sum()
             batch = labels.shape[0]
             # DDP averages gradients over processes; weighting by the local share makes the average equal
             # the gradient of the global-batch mean even when the last batch splits unevenly
             global_batch = bounds[step][1] - bounds[step][0]
-            objective = total * (batch * world / global_batch) if world > 1 else total
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is None:
-                objective.backward()
-                self.optimizer.step()
-            else:
-                self.scaler.scale(objective).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+            scale = batch * world / global_batch if world > 1 else 1.0
+            logits, losses, total = training_step(
+                self.model, self.optimizer, images, labels, epoch, self.speed.precision, self.scaler, scale
+            )
             for name, value in (("loss", total), *losses.items()):
                 weighted = value.detach().float() * batch
                 sums[name] = sums[name] + weighted if name in sums else weighted
