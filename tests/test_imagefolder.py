@@ -121,26 +121,32 @@ def test_epochs_are_seeded_per_epoch_and_independent_of_workers(tmp_path):
         return [batch for batch in loader]
 
     first, again, with_workers, other = epoch(0, 1), epoch(0, 1), epoch(2, 1), epoch(0, 2)
-    assert len(first) == 4 and [b[0].shape[0] for b in first] == [4, 4, 4, 3]
+    assert len(first) == 4 and [b[0].shape[0] for b in first] == [4, 4, 4, 3]  # 15 images
     for (a, la), (b, lb), (c, lc) in zip(first, again, with_workers):
         assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(la, lb) and torch.equal(la, lc)
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(first, other))
     assert sorted(torch.cat([labels for _, labels in first]).tolist()) == train.labels.tolist()
 
 
-def test_ranks_split_each_epoch_into_disjoint_equal_shards(tmp_path):
+def test_processes_split_every_global_batch_into_contiguous_parts(tmp_path):
     write_folder(tmp_path)
     train = load_dataset(folder_config(tmp_path), train=True)
-    shards = []
-    for rank in range(2):
-        loader = ImageFolderLoader(train, 4, train=True, seed=0, rank=rank, world_size=2)
-        loader.set_epoch(5)
-        shards.append(loader.batches.indices())
-    assert len(shards[0]) == len(shards[1]) == 8  # 15 samples padded to 16
-    merged = torch.stack(shards, 1).flatten()
-    whole = ImageFolderLoader(train, 4, train=True, seed=0)
-    whole.set_epoch(5)
-    assert torch.equal(merged[:15], whole.batches.indices())  # the shards interleave the single-process order
+
+    def epoch(rank: int, world_size: int):
+        loader = ImageFolderLoader(train, 5, train=True, seed=1, rank=rank, world_size=world_size)
+        loader.set_epoch(4)
+        return list(loader)
+
+    whole = epoch(0, 1)
+    parts = [epoch(rank, 2) for rank in range(2)]
+    assert [b[1].shape[0] for b in whole] == [5, 5, 5]
+    for step, (images, labels) in enumerate(whole):
+        assert torch.equal(torch.cat([parts[0][step][0], parts[1][step][0]]), images)
+        assert torch.equal(torch.cat([parts[0][step][1], parts[1][step][1]]), labels)
+    assert [b[1].shape[0] for b in parts[0]] == [3, 3, 3] and [b[1].shape[0] for b in parts[1]] == [2, 2, 2]
+    # a last global batch too small to give both processes two samples joins the previous one
+    loader = ImageFolderLoader(train, 6, train=True, rank=0, world_size=2)
+    assert loader.batch_bounds() == [(0, 6), (6, 15)] and len(loader) == 2
 
 
 def test_ndkd_run_on_an_image_folder_teacher_centers_kdpp(tmp_path, capsys):

@@ -39,16 +39,30 @@ def load_dataset(config: DataConfig, train: bool, seed: int = 0) -> ImageDataset
 
 
 def make_loader(
-    dataset: ImageDataset | ImageFolderDataset, config: DataConfig, *, train: bool, device: torch.device, seed: int = 0,
-    augment: bool | None = None, shuffle: bool | None = None, batch_size: int | None = None,
-) -> InMemoryLoader | ImageFolderLoader:  # fmt: skip
-    """Loader for ``dataset`` with the batch size and augmentation of ``config`` (``batch_size`` overrides it)."""
+    dataset: ImageDataset | ImageFolderDataset,
+    config: DataConfig,
+    *,
+    train: bool,
+    device: torch.device,
+    seed: int = 0,
+    augment: bool | None = None,
+    shuffle: bool | None = None,
+    batch_size: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    channels_last: bool = False,
+) -> InMemoryLoader | ImageFolderLoader:
+    """Loader for ``dataset`` with the batch size and augmentation of ``config`` (this process's shard).
+
+    ``batch_size`` (the global batch) overrides ``config``'s; ``shuffle`` defaults to ``train``.
+    """
     batch_size = batch_size or (config.batch_size if train else config.eval_batch_size)
     augment = config.augment if augment is None else augment
     if isinstance(dataset, ImageFolderDataset):
         return ImageFolderLoader(
-            dataset, batch_size, train=train, device=device, seed=seed, augment=augment, hflip=config.hflip, shuffle=shuffle
-        )
+            dataset, batch_size, train=train, device=device, seed=seed, augment=augment, hflip=config.hflip,
+            shuffle=shuffle, rank=rank, world_size=world_size, channels_last=channels_last,
+        )  # fmt: skip
     return InMemoryLoader(
         dataset,
         batch_size,
@@ -59,6 +73,9 @@ def make_loader(
         crop_padding=config.crop_padding,
         hflip=config.hflip,
         shuffle=shuffle,
+        rank=rank,
+        world_size=world_size,
+        channels_last=channels_last,
     )
 
 

@@ -11,7 +11,8 @@ Transforms are the standard ImageNet ones: training views are a RandomResizedCro
 resize the shorter side to ``resize_size`` and centre-crop ``image_size``. Every random draw of a
 training view comes from a generator seeded by (seed, epoch, image index) and the epoch order from
 one seeded by (seed, epoch), as in :class:`~ndkd.data.loader.InMemoryLoader`: an epoch is a pure
-function of its number whatever the worker count, so a resumed run replays it exactly.
+function of its number whatever the worker count or the number of processes, so a resumed run replays it
+exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ndkd.data.loader import InMemoryLoader
 from ndkd.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
@@ -188,64 +190,56 @@ class _Views(Dataset):
         return TF.pil_to_tensor(image), self.labels[index]
 
 
-class _EpochBatches:
-    """Batches of (index, epoch) keys of one epoch for this rank; ``epoch`` is set by the loader."""
+class _EpochKeys:
+    """This process's batches of (index, epoch) keys for the loader's current epoch (empty parts skipped)."""
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_single: bool, seed: int, rank: int, world_size: int) -> None:
-        self.size, self.batch_size, self.shuffle, self.drop_single = size, batch_size, shuffle, drop_single
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
-
-    def indices(self) -> torch.Tensor:
-        """This rank's sample indices of the current epoch (shuffled sets padded to a multiple of world_size)."""
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.size, generator=generator)
-            padding = -self.size % self.world_size
-            order = torch.cat([order, order[:padding]])  # every rank gets as many samples (DDP steps in lockstep)
-        else:
-            order = torch.arange(self.size)
-        return order[self.rank :: self.world_size]
-
-    def bounds(self, total: int) -> list[tuple[int, int]]:
-        bounds = [(start, min(start + self.batch_size, total)) for start in range(0, total, self.batch_size)]
-        if self.drop_single and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
-            bounds[-2:] = [(bounds[-2][0], total)]  # BatchNorm cannot normalise a batch of one in training
-        return bounds
-
-    def __len__(self) -> int:
-        return len(self.bounds(len(self.indices())))
+    def __init__(self, loader: "ImageFolderLoader") -> None:
+        self.loader = loader
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = self.indices().tolist()
-        for start, stop in self.bounds(len(order)):
-            yield [(index, self.epoch) for index in order[start:stop]]
+        loader = self.loader
+        if loader.shuffle:
+            generator = torch.Generator().manual_seed(loader.seed * 1_000_003 + loader.epoch)
+            order = torch.randperm(len(loader.dataset), generator=generator).tolist()
+        else:
+            order = list(range(len(loader.dataset)))
+        for start, stop in loader.batch_bounds():
+            part = order[start:stop][loader.local_slice(stop - start)]
+            if part:
+                yield [(index, loader.epoch) for index in part]
 
 
 class ImageFolderLoader:
     """Iterate over ``(images float [B, C, S, S] normalised, labels int64 [B])`` on ``device``.
 
-    The interface of :class:`~ndkd.data.loader.InMemoryLoader` (``set_epoch``, ``len``, ``dataset``),
-    plus ``rank``/``world_size``: each rank sees every ``world_size``-th sample of the epoch's order.
+    The interface and the batching rules of :class:`~ndkd.data.loader.InMemoryLoader` (whose
+    ``batch_bounds`` and ``local_slice`` it shares): ``batch_size`` is the global batch, every process
+    draws the same epoch order and keeps its own contiguous slice of each global batch
+    (``rank``/``world_size``), so the processes' batches together are the single-process batch.
     """
+
+    batch_bounds = InMemoryLoader.batch_bounds
+    local_slice = InMemoryLoader.local_slice
 
     def __init__(
         self, dataset: ImageFolderDataset, batch_size: int, *, train: bool, device: torch.device | str = "cpu",
         seed: int = 0, augment: bool = True, hflip: bool = True, shuffle: bool | None = None,
-        num_workers: int | None = None, rank: int = 0, world_size: int = 1,
+        num_workers: int | None = None, rank: int = 0, world_size: int = 1, channels_last: bool = False,
     ) -> None:  # fmt: skip
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in [0, world_size), got rank {rank} of {world_size}")
-        self.dataset = dataset
+            raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
+        self.dataset, self.batch_size, self.train, self.seed, self.epoch = dataset, batch_size, train, seed, 0
+        self.shuffle = train if shuffle is None else shuffle
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
-        self.batches = _EpochBatches(len(dataset), batch_size, train if shuffle is None else shuffle, train, seed, rank, world_size)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         workers = dataset.settings.get("num_workers", 0) if num_workers is None else num_workers
         workers = min(workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         pin = bool(dataset.settings.get("pin_memory", True)) and self.device.type == "cuda"
         self.loader = DataLoader(
-            _Views(dataset, train and augment, hflip, seed), batch_sampler=self.batches, num_workers=workers,
+            _Views(dataset, train and augment, hflip, seed), batch_sampler=_EpochKeys(self), num_workers=workers,
             pin_memory=pin, persistent_workers=workers > 0,
         )  # fmt: skip
         shape = (1, -1, 1, 1)
@@ -254,12 +248,13 @@ class ImageFolderLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration produces."""
-        self.batches.epoch = epoch
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batch_bounds())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels in self.loader:
             images = images.to(self.device, non_blocking=True)
-            yield (images.float() - self.mean) * self.inv_std, labels.to(self.device, non_blocking=True)
+            normalised = ((images.float() - self.mean) * self.inv_std).contiguous(memory_format=self.memory_format)
+            yield normalised, labels.to(self.device, non_blocking=True)
