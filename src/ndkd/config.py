@@ -24,7 +24,9 @@ import yaml
 
 from ndkd.errors import ConfigError
 
-DatasetName = Literal["fashion_mnist", "cifar10", "cifar100", "synthetic"]
+DatasetName = Literal["fashion_mnist", "cifar10", "cifar100", "synthetic", "imagefolder"]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
@@ -39,6 +41,22 @@ class SyntheticConfig:
 
 
 @dataclass
+class ImageFolderConfig:
+    """``data.dataset: imagefolder``: folders, transforms and loading (ImageNet's defaults)."""
+
+    train_dir: str = "train"  # under data.root; one subfolder per class
+    val_dir: str = "val"  # under data.root; evaluation split, same class folder names
+    image_size: int = 224  # training RandomResizedCrop size and evaluation CenterCrop size
+    resize_size: int = 256  # evaluation: shorter side resized to this before the centre crop
+    min_scale: float = 0.08  # training crops cover a fraction U(min_scale, 1) of the image area
+    channels: int = 3  # 3: grey/palette/RGBA images converted to RGB; 1: all converted to grey
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # per channel, images scaled to [0, 1]
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    num_workers: int = 4  # DataLoader worker processes decoding images
+    pin_memory: bool = True  # pinned host memory for batches (used when the device is CUDA)
+
+
+@dataclass
 class DataConfig:
     dataset: DatasetName = "fashion_mnist"
     root: Optional[str] = None  # folder with the dataset files; default: Debian's location or $NDKD_DATA
@@ -50,6 +68,7 @@ class DataConfig:
     crop_padding: int = 4
     hflip: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    imagefolder: ImageFolderConfig = field(default_factory=ImageFolderConfig)
 
 
 @dataclass
@@ -87,6 +106,7 @@ class NDConfig:
     variant: Literal["nd"] = "nd"
     warmup: bool = False  # ramp ND with the base term over warmup_epochs (official ImageNet DKD++ only)
     class_means: Optional[str] = None  # safetensors or official JSON file; default: the run's own
+    projector_init: Literal["auto", "cifar", "imagenet"] = "auto"  # auto: imagenet for inputs wider than 64 px
 
 
 @dataclass
@@ -293,6 +313,17 @@ def _check_ranges(config: Config, sources: _Sources) -> None:
         ("distill.warmup_epochs", config.distill.warmup_epochs >= 0, "0 or more"),
         ("distill.nd.weight", config.distill.nd.weight >= 0, "0 (off) or more"),
         ("centers.batch_size", config.centers.batch_size >= 1, "at least 1"),
+        ("data.imagefolder.image_size", config.data.imagefolder.image_size >= 1, "at least 1"),
+        ("data.imagefolder.resize_size", config.data.imagefolder.resize_size >= config.data.imagefolder.image_size, "at least data.imagefolder.image_size"),
+        ("data.imagefolder.min_scale", 0 < config.data.imagefolder.min_scale <= 1, "in (0, 1]"),
+        ("data.imagefolder.channels", config.data.imagefolder.channels in (1, 3), "1 or 3"),
+        ("data.imagefolder.num_workers", config.data.imagefolder.num_workers >= 0, "0 or more"),
+        (
+            "data.imagefolder.mean",
+            len(config.data.imagefolder.mean) == len(config.data.imagefolder.std) == config.data.imagefolder.channels,
+            "a list of data.imagefolder.channels values (as long as data.imagefolder.std)",
+        ),
+        ("data.imagefolder.std", all(v > 0 for v in config.data.imagefolder.std), "positive values"),
     ]
     for prefix, train in (("train", config.train), ("teacher.train", config.teacher.train)):
         checks += [

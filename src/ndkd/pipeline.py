@@ -22,8 +22,9 @@ import torch
 
 from ndkd.centers import compute_class_means, load_class_means, read_class_means_metadata, save_class_means
 from ndkd.config import Config, DistillConfig, fingerprint, to_dict, variant_config
-from ndkd.data import ImageDataset, load_dataset, make_loader
+from ndkd.data import ImageDataset, ImageFolderDataset, load_dataset, make_loader
 from ndkd.distillers import build_distiller, get_method
+from ndkd.engine.checkpoint import atomic_write_text
 from ndkd.engine.runtime import Runtime, setup_runtime
 from ndkd.engine.evaluate import evaluate
 from ndkd.engine.trainer import EpochCallback, RunInfo, Trainer
@@ -84,8 +85,8 @@ def _schedule(train) -> dict:
 @dataclass
 class _Context:
     runtime: Runtime
-    train_set: ImageDataset
-    test_set: ImageDataset
+    train_set: ImageDataset | ImageFolderDataset
+    test_set: ImageDataset | ImageFolderDataset
 
 
 def _runtime(config: Config) -> Runtime:
@@ -114,6 +115,23 @@ def _train(config: Config, distiller, train_config, info: RunInfo, context: _Con
         seed=config.seed, speed=config.speed, sync_bn=config.sync_bn,
     )  # fmt: skip
     return trainer.fit()
+
+
+def _keep_class_names(run_dir: Path, dataset: ImageDataset | ImageFolderDataset, runtime: Runtime) -> None:
+    """``classes.json`` in the run directory: index -> class name, so predictions can be read back."""
+    if runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(list(dataset.class_names), indent=1), run_dir / "classes.json")
+
+
+def _augmentation_tag(config: Config) -> str:
+    """What the class-means' training views were (part of their metadata: changing it recomputes them)."""
+    if not config.centers.augment:
+        return "none"
+    if config.data.dataset == "imagefolder":
+        folder = config.data.imagefolder
+        return f"random_resized_crop={folder.image_size},min_scale={folder.min_scale},hflip={config.data.hflip}"
+    return f"crop_padding={config.data.crop_padding},hflip={config.data.hflip}"
 
 
 def teacher_weights(config: Config) -> Path:
@@ -151,6 +169,7 @@ def train_teacher(config: Config, *, restart: bool = False, progress: bool = Tru
     context = _context(config, runtime)
     model = create_model(config.teacher.arch, context.train_set.num_classes, context.train_set.in_channels)
     distiller = build_distiller(DistillConfig(method="none"), model, None)
+    _keep_class_names(run_dir, context.train_set, runtime)
     info = RunInfo(run_dir, "teacher", config.teacher.arch, context.train_set.num_classes, context.train_set.in_channels, to_dict(config), run_fingerprint)
     return _train(config, distiller, config.teacher.train, info, context, progress, on_epoch_end)
 
@@ -165,7 +184,8 @@ def compute_centers(config: Config, *, force: bool = False) -> Path:
         "dataset": config.data.dataset,
         "train_subset": str(config.data.train_subset),
         "seed": str(config.seed),
-        "augmentation": f"crop_padding={config.data.crop_padding},hflip={config.data.hflip}" if config.centers.augment else "none",
+        "augmentation": _augmentation_tag(config),
+        "data_root": str(config.data.root),
     }
     if path.is_file() and not force:
         found = read_class_means_metadata(path)
@@ -176,14 +196,15 @@ def compute_centers(config: Config, *, force: bool = False) -> Path:
     runtime = context.runtime
     teacher = load_teacher(config, context.train_set, runtime.device)
     started = time.perf_counter()
-    class_means = compute_class_means(
-        teacher, context.train_set, augment=config.centers.augment, batch_size=config.centers.batch_size,
-        device=runtime.device, seed=config.seed, crop_padding=config.data.crop_padding, hflip=config.data.hflip,
-        runtime=runtime,
+    loader = make_loader(
+        context.train_set, config.data, train=True, device=runtime.device, seed=config.seed, augment=config.centers.augment,
+        shuffle=False, batch_size=config.centers.batch_size, rank=runtime.rank, world_size=runtime.world_size,
     )  # fmt: skip
+    class_means = compute_class_means(teacher, context.train_set, runtime=runtime, loader=loader)
     counts = torch.bincount(context.train_set.labels, minlength=context.train_set.num_classes)
+    class_names = json.dumps(list(context.train_set.class_names))
     if runtime.is_main:
-        save_class_means(path, class_means, counts, teacher_checkpoint=str(weights), **wanted)
+        save_class_means(path, class_means, counts, teacher_checkpoint=str(weights), class_names=class_names, **wanted)
     runtime.barrier()
     logger.info(
         "class-means [%d x %d] of %s over %d images in %.1f s -> %s",
@@ -239,8 +260,9 @@ def distill(
         teacher = load_teacher(config, dataset, context.runtime.device)
     if config.distill.nd.weight > 0:
         class_means, _ = _class_means_for(config, dataset, teacher, teacher_sha)
-    distiller = build_distiller(config.distill, model, teacher, class_means, tuple(dataset.images.shape[1:]))
+    distiller = build_distiller(config.distill, model, teacher, class_means, dataset.input_shape)
     extra = {"student": student, "method": config.distill.method, "nd_weight": config.distill.nd.weight}
+    _keep_class_names(run_dir, dataset, runtime)
     info = RunInfo(run_dir, "student", config.student.arch, dataset.num_classes, dataset.in_channels, to_dict(config), run_fingerprint, extra)
     return _train(config, distiller, config.train, info, context, progress, on_epoch_end)
 

@@ -56,7 +56,7 @@ class Distiller(nn.Module):
         if nd_active:
             if class_means is None:
                 raise ClassMeansError("ND needs the teacher's class-means: run `ndkd centers CONFIG` or set distill.nd.class_means")
-            self.nd = NDRegularizer(config.nd, class_means, embedding_dim(student), embedding_dim(teacher))
+            self.nd = NDRegularizer(config.nd, class_means, embedding_dim(student), embedding_dim(teacher), input_shape)
 
     # -- hooks for subclasses ------------------------------------------------------------------------
 
