@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._common import machine
 from ndkd import pipeline
 from ndkd.config import config_from_dict, fingerprint
 from ndkd.distillers import list_methods
@@ -144,10 +144,7 @@ def main(argv: list[str]) -> dict:
         return {
             "benchmark": "methods",
             "settings": {k: v for k, v in vars(args).items() if k not in ("output_dir",)},
-            "environment": {
-                "torch": torch.__version__, "python": platform.python_version(), "device": str(resolve_device(args.device)),
-                "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            },  # fmt: skip
+            "machine": {**machine(), "run_device": str(resolve_device(args.device)), "cpus": os.cpu_count()},
             "teacher": {
                 "arch": args.teacher, "top1": teacher["test_top1_last"], "seconds": round(teacher_seconds, 2), "reused": teacher_reused,
             },  # fmt: skip

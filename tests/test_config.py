@@ -48,7 +48,7 @@ def test_unknown_top_level_section(tmp_path, tiny_dict):
         ("train.nesterov", "yes please", "'train.nesterov' must be true or false, got 'yes please' (str)"),
         ("train.lr", "fast", "'train.lr' must be a number, got 'fast' (str)"),
         ("train.milestones", 5, "'train.milestones' must be a list, got 5 (int)"),
-        ("data.dataset", "fashion-mnist", "'data.dataset' must be one of fashion_mnist, cifar10, cifar100, synthetic; got 'fashion-mnist'. Did you mean 'fashion_mnist'?"),
+        ("data.dataset", "fashion-mnist", "'data.dataset' must be one of fashion_mnist, cifar10, cifar100, synthetic, imagefolder; got 'fashion-mnist'. Did you mean 'fashion_mnist'?"),
         ("train.epochs", 0, "'train.epochs' must be at least 1, got 0"),
         ("train.milestones", [3, 2], "'train.milestones' must be strictly increasing epochs, got [3, 2]"),
     ],

@@ -4,13 +4,16 @@ c_k is the plain mean of the teacher's embeddings (the input of its final Linear
 images of class k, with the teacher in eval mode. The official KD++ code averages one
 training-augmented view of each image; ``augment=False`` averages the clean images instead. Files
 carry metadata (teacher, checkpoint hash, dataset, K, D, augmentation) so a file made for another
-teacher is caught before training; the official JSON format ({"<class>": [D floats]}) is read too.
+teacher is caught before training; the official JSON format ({"<class>": [D floats]}) is read too, and
+:func:`import_official_class_means` (``ndkd centers import``) converts it into our format.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
+
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save
@@ -20,7 +23,8 @@ from ndkd.data.datasets import ImageDataset
 from ndkd.data.loader import InMemoryLoader
 from ndkd.engine.checkpoint import atomic_write_bytes
 from ndkd.errors import ClassMeansError
-from ndkd.models.features import FeatureTap
+from ndkd.engine.runtime import Runtime
+from ndkd.models.features import FeatureTap, embedding_dim
 
 TENSOR_NAME = "class_means"
 
@@ -36,13 +40,18 @@ def compute_class_means(
     seed: int = 0,
     crop_padding: int = 4,
     hflip: bool = True,
+    runtime: Runtime | None = None,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Class-means [K, D] (float32) of ``teacher``'s embeddings over ``dataset``, in one streaming pass.
 
     The teacher runs in eval mode. With ``augment`` each image is seen once under the training
     augmentation (pad-and-crop by ``crop_padding``, flip), drawn from ``seed``; otherwise clean.
+    ``loader`` replaces that in-memory pass by any loader over ``dataset`` yielding (images, labels) on
+    the device (an image-folder loader; augmentation and sharding are then the loader's business).
     Sums are accumulated in float64 with ``index_add_`` (no per-sample Python work). A class with no
-    sample is refused before the pass.
+    sample is refused before the pass. Under DDP (``runtime`` of several processes) each process
+    embeds its part of every batch and the sums are all-reduced: the result equals the single-process one.
     """
     counts = torch.bincount(dataset.labels, minlength=dataset.num_classes)
     empty = (counts == 0).nonzero().flatten().tolist()
@@ -53,23 +62,24 @@ def compute_class_means(
         )
     if device is None:
         device = next(teacher.parameters()).device
-    loader = InMemoryLoader(
-        dataset, batch_size, train=True, shuffle=False, augment=augment, device=device, seed=seed,
-        crop_padding=crop_padding, hflip=hflip,
-    )  # fmt: skip
+    rank, world_size = (runtime.rank, runtime.world_size) if runtime is not None else (0, 1)
+    if loader is None:
+        loader = InMemoryLoader(
+            dataset, batch_size, train=True, shuffle=False, augment=augment, device=device, seed=seed,
+            crop_padding=crop_padding, hflip=hflip, rank=rank, world_size=world_size,
+        )  # fmt: skip
     was_training = teacher.training
     teacher.eval()
     tap = FeatureTap(teacher)
-    sums = None
+    sums = torch.zeros(dataset.num_classes, embedding_dim(teacher), dtype=torch.float64, device=device)
     try:
         for images, labels in loader:
-            embedding = tap(images).embedding.double()
-            if sums is None:
-                sums = torch.zeros(dataset.num_classes, embedding.shape[1], dtype=torch.float64, device=embedding.device)
-            sums.index_add_(0, labels, embedding)
+            sums.index_add_(0, labels, tap(images).embedding.double())
     finally:
         tap.remove()
         teacher.train(was_training)
+    if runtime is not None:
+        runtime.all_reduce_sum(sums)
     return (sums / counts.to(sums)[:, None]).float()
 
 
@@ -149,3 +159,42 @@ def load_class_means(path: str | Path, num_classes: int | None = None, dim: int 
     if not torch.isfinite(class_means).all():
         raise ClassMeansError(f"{str(path)!r} contains NaN or infinite values")
     return class_means
+
+
+def import_official_class_means(
+    path: str | Path, teacher: str, *, out: str | Path | None = None, checkpoint: str | Path | None = None, dataset: str = ""
+) -> Path:
+    """Convert an official KD++ JSON file into our safetensors format (``ndkd centers import``).
+
+    The width D of the means must equal the embedding width of ``teacher`` (an architecture name),
+    checked on the meta device. ``checkpoint`` (the teacher's weights) records its hash, so that a
+    distillation run with another teacher file is refused. Returns the written path
+    (default: ``path`` with the suffix ``.safetensors``).
+    """
+    from ndkd.models import canonical_name, create_model, embedding_dim
+    from ndkd.models.weights import file_sha256
+
+    path = Path(path)
+    if path.suffix != ".json":
+        raise ClassMeansError(f"{str(path)!r} is not an official KD++ class-means file (a .json object of class -> [D floats])")
+    class_means = load_class_means(path)
+    num_classes, dim = class_means.shape
+    arch = canonical_name(teacher)
+    with torch.device("meta"):
+        teacher_dim = embedding_dim(create_model(arch, num_classes=num_classes))
+    if teacher_dim != dim:
+        raise ClassMeansError(
+            f"{str(path)!r} holds {dim}-d class-means but {arch} embeddings are {teacher_dim}-d; "
+            "name the teacher the file was computed from with --teacher"
+        )
+    metadata: dict[str, object] = {
+        "teacher": arch, "dataset": dataset, "augmentation": "unknown (imported)",
+        "imported_from": str(path), "imported_sha256": file_sha256(path),
+    }  # fmt: skip
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise ClassMeansError(f"teacher checkpoint {str(checkpoint)!r} does not exist")
+        metadata.update(teacher_checkpoint=str(checkpoint), teacher_sha256=file_sha256(checkpoint))
+    target = Path(out) if out is not None else path.with_suffix(".safetensors")
+    save_class_means(target, class_means, **metadata)
+    return target

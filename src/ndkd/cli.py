@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import types
 import typing
@@ -37,7 +38,9 @@ _COMMANDS = {
         "compute the teacher's class-means on the training set (class_means.safetensors)",
         """examples:
   ndkd centers configs/fashion_mnist/demo.yaml
-  ndkd centers configs/fashion_mnist/demo.yaml centers.augment=false --force""",
+  ndkd centers configs/fashion_mnist/demo.yaml centers.augment=false --force
+  ndkd centers import resnet56_cifar100.json --teacher resnet56     (convert an official KD++ JSON file;
+                                                                      `ndkd centers import --help`)""",
     ),
     "distill": (
         "train the student(s) of a config with their distillation method (and ND)",
@@ -89,6 +92,21 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--weights", help="weights file (when evaluating from a config)")
             sub.add_argument("--arch", help="architecture of --weights (default: student.arch of the config)")
             sub.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    models = commands.add_parser(
+        "models", help="list every architecture (parameters, embedding width, stages, MFLOPs)",
+        description="List every registered architecture with its parameters, embedding width, stage channels and "
+        "MFLOPs at its native resolution (32x32 CIFAR, 224x224 ImageNet), or the stages of one.",
+        epilog="""examples:
+  ndkd models
+  ndkd models --family imagenet
+  ndkd models --features wrn_40_2            (stage names, module paths, pre-activations, shapes)
+  ndkd models --features timm/resnet50 --json""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    models.add_argument("--features", metavar="NAME", help="show the feature stages of architecture NAME (any timm/<name> too)")
+    models.add_argument("--family", choices=("cifar", "imagenet"), help="list one family only")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     summary = "list the distillation methods and ND variants with their options and defaults"
     sub = commands.add_parser(
         "methods", help=summary, description=summary + ".", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -97,6 +115,36 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="print the list as JSON")
     sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return parser
+
+
+def _centers_import_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ndkd centers import",
+        description="Convert an official KD++ class-means JSON file ({\"<class>\": [D floats]}) into ndkd's "
+        "safetensors format with metadata, after checking its width against the teacher's embedding.",
+        epilog="""examples:
+  ndkd centers import resnet56_cifar100.json --teacher resnet56
+  ndkd centers import r34_imagenet.json --teacher torchvision/resnet34 --checkpoint resnet34.pth --out r34.safetensors
+then point a config at it: distill.nd.class_means=r34.safetensors""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("file", metavar="FILE", help="the official JSON class-means file")
+    parser.add_argument("--teacher", required=True, metavar="NAME", help="architecture of the teacher the means come from")
+    parser.add_argument("--out", metavar="PATH", help="output file (default: FILE with the suffix .safetensors)")
+    parser.add_argument("--checkpoint", metavar="WEIGHTS", help="the teacher's weights file: its hash is recorded and checked when distilling")
+    parser.add_argument("--dataset", default="", help="dataset name recorded in the metadata (e.g. cifar100)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    return parser
+
+
+def _is_main_process() -> bool:
+    """Under torchrun only rank 0 reports results (every rank still reports its errors)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _say(text: object) -> None:
+    if _is_main_process():
+        print(text)
 
 
 def _type_label(tp) -> str:
@@ -176,9 +224,37 @@ def _eval(args: argparse.Namespace) -> int:
         arch, weights = args.arch or config.student.arch, args.weights
     metrics = evaluate_weights(config, arch, weights)
     if args.json:
-        print(json.dumps({"arch": arch, "weights": weights, **metrics}))
+        _say(json.dumps({"arch": arch, "weights": weights, **metrics}))
     else:
-        print(f"{arch} ({weights}): top-1 {metrics['top1']:.2f}  top-5 {metrics['top5']:.2f}  loss {metrics['loss']:.4f}")
+        _say(f"{arch} ({weights}): top-1 {metrics['top1']:.2f}  top-5 {metrics['top5']:.2f}  loss {metrics['loss']:.4f}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from ndkd.models.catalog import describe_all, describe_model, format_features, format_models
+
+    if args.features:
+        info = describe_model(args.features)
+        print(json.dumps(info.to_dict()) if args.json else format_features(info))
+        return 0
+    infos = describe_all(args.family)
+    if args.json:
+        print(json.dumps([info.to_dict() for info in infos]))
+        return 0
+    print(format_models(infos))
+    from ndkd.models.imagenet.timm_models import timm_available, timm_model_names
+
+    if args.family is None:
+        timm_line = f"{len(timm_model_names())} timm models" if timm_available() else "timm models (pip install 'ndkd[timm]')"
+        print(f"\nalso: timm/<name> for any of the {timm_line}; `ndkd models --features timm/<name>` measures one")
+    return 0
+
+
+def _centers_import(args: argparse.Namespace) -> int:
+    from ndkd.centers import import_official_class_means
+
+    out = import_official_class_means(args.file, args.teacher, out=args.out, checkpoint=args.checkpoint, dataset=args.dataset)
+    print(out)
     return 0
 
 
@@ -187,23 +263,27 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "eval":
         return _eval(args)
+    if args.command == "models":
+        return _models(args)
+    if args.command == "centers-import":
+        return _centers_import(args)
     if args.command == "methods":
         return _methods(args)
     config = _load(args.config, args.overrides)
     progress = not args.no_progress
     if args.command == "train-teacher":
         summary = pipeline.train_teacher(config, restart=args.restart, progress=progress)
-        print(f"teacher {summary['arch']}: test top-1 {summary['test_top1_last']:.2f} -> {pipeline.teacher_dir(config)}")
+        _say(f"teacher {summary['arch']}: test top-1 {summary['test_top1_last']:.2f} -> {pipeline.teacher_dir(config)}")
     elif args.command == "centers":
-        print(pipeline.compute_centers(config, force=args.force))
+        _say(pipeline.compute_centers(config, force=args.force))
     elif args.command == "distill":
         names = args.student or pipeline.student_names(config)
         for name in names:
             summary = pipeline.distill(config, name, restart=args.restart, progress=progress)
-            print(f"{name} ({summary['arch']}): test top-1 {summary['test_top1_last']:.2f} -> {pipeline.run_root(config) / name}")
+            _say(f"{name} ({summary['arch']}): test top-1 {summary['test_top1_last']:.2f} -> {pipeline.run_root(config) / name}")
     elif args.command == "run":
         rows = pipeline.run_pipeline(config, restart=args.restart, progress=progress)
-        print(pipeline.format_table(rows))
+        _say(pipeline.format_table(rows))
     return 0
 
 
@@ -220,12 +300,17 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["centers", "import"]:  # `ndkd centers CONFIG` stays as it is; `import` is a sub-verb
+        args = _centers_import_parser().parse_args(argv[2:])
+        args.command = "centers-import"
+    else:
+        args = _parser().parse_args(argv)
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if _is_main_process() else logging.WARNING)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

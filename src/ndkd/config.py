@@ -24,7 +24,9 @@ import yaml
 
 from ndkd.errors import ConfigError
 
-DatasetName = Literal["fashion_mnist", "cifar10", "cifar100", "synthetic"]
+DatasetName = Literal["fashion_mnist", "cifar10", "cifar100", "synthetic", "imagefolder"]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
@@ -39,6 +41,22 @@ class SyntheticConfig:
 
 
 @dataclass
+class ImageFolderConfig:
+    """``data.dataset: imagefolder``: folders, transforms and loading (ImageNet's defaults)."""
+
+    train_dir: str = "train"  # under data.root; one subfolder per class
+    val_dir: str = "val"  # under data.root; evaluation split, same class folder names
+    image_size: int = 224  # training RandomResizedCrop size and evaluation CenterCrop size
+    resize_size: int = 256  # evaluation: shorter side resized to this before the centre crop
+    min_scale: float = 0.08  # training crops cover a fraction U(min_scale, 1) of the image area
+    channels: int = 3  # 3: grey/palette/RGBA images converted to RGB; 1: all converted to grey
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # per channel, images scaled to [0, 1]
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    num_workers: int = 4  # DataLoader worker processes decoding images
+    pin_memory: bool = True  # pinned host memory for batches (used when the device is CUDA)
+
+
+@dataclass
 class DataConfig:
     dataset: DatasetName = "fashion_mnist"
     root: Optional[str] = None  # folder with the dataset files; default: Debian's location or $NDKD_DATA
@@ -50,6 +68,7 @@ class DataConfig:
     crop_padding: int = 4
     hflip: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    imagefolder: ImageFolderConfig = field(default_factory=ImageFolderConfig)
 
 
 @dataclass
@@ -90,6 +109,7 @@ class NDConfig:
     variant: NDVariant = "nd"  # nd (KD++), or the ablations cosine, infonce, norm_l2, sifn
     warmup: bool = False  # ramp ND with the base term over warmup_epochs (official ImageNet DKD++ only)
     class_means: Optional[str] = None  # safetensors or official JSON file; default: the run's own
+    projector_init: Literal["auto", "cifar", "imagenet"] = "auto"  # auto: imagenet for inputs wider than 64 px
     temperature: Optional[float] = None  # infonce only, required there (the paper's value is not known)
     delta_r: float = 1.0  # sifn only: norm increase per step (the SAFN default)
 
@@ -111,18 +131,30 @@ class CentersConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """Acceleration switches; docs/performance.md gives their measured speed-up and effect on the loss."""
+
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 (GPU) adds a GradScaler
+    channels_last: bool = False  # NHWC memory format for models and batches
+    fold_teacher_bn: bool = False  # fold the frozen teacher's BatchNorm into its convolutions
+    compile: bool = False  # torch.compile student and teacher
+
+
+@dataclass
 class Config:
     name: str = "experiment"
     output_dir: str = "runs"
     seed: int = 0
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
     deterministic: bool = False  # torch.use_deterministic_algorithms
+    sync_bn: bool = False  # SyncBatchNorm for the student in multi-GPU runs (torchrun; GPU only)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     centers: CentersConfig = field(default_factory=CentersConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     # students distilled by `ndkd run`: each a name plus overrides of `student`, `train`, `distill`, `seed`
     students: list[dict] = field(default_factory=list)
 
@@ -297,6 +329,17 @@ def _check_ranges(config: Config, sources: _Sources) -> None:
             "set for distill.nd.variant 'infonce' (the paper's value is not known; 0.1 is a common choice)",
         ),
         ("centers.batch_size", config.centers.batch_size >= 1, "at least 1"),
+        ("data.imagefolder.image_size", config.data.imagefolder.image_size >= 1, "at least 1"),
+        ("data.imagefolder.resize_size", config.data.imagefolder.resize_size >= config.data.imagefolder.image_size, "at least data.imagefolder.image_size"),
+        ("data.imagefolder.min_scale", 0 < config.data.imagefolder.min_scale <= 1, "in (0, 1]"),
+        ("data.imagefolder.channels", config.data.imagefolder.channels in (1, 3), "1 or 3"),
+        ("data.imagefolder.num_workers", config.data.imagefolder.num_workers >= 0, "0 or more"),
+        (
+            "data.imagefolder.mean",
+            len(config.data.imagefolder.mean) == len(config.data.imagefolder.std) == config.data.imagefolder.channels,
+            "a list of data.imagefolder.channels values (as long as data.imagefolder.std)",
+        ),
+        ("data.imagefolder.std", all(v > 0 for v in config.data.imagefolder.std), "positive values"),
     ]
     for prefix, train in (("train", config.train), ("teacher.train", config.teacher.train)):
         checks += [

@@ -58,6 +58,11 @@ class ImageDataset:
     def in_channels(self) -> int:
         return int(self.images.shape[1])
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image as the models see it."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
     def subset(self, count: int, seed: int) -> "ImageDataset":
         """``count`` samples drawn without replacement by a seeded permutation (same seed, same subset)."""
         if count >= len(self):
@@ -158,6 +163,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),

@@ -17,7 +17,7 @@ from torch import nn
 from ndkd.config import NDConfig
 from ndkd.errors import ClassMeansError, ConfigError
 from ndkd.losses import nd_cosine_loss, nd_infonce_loss, nd_loss, norm_l2_loss, sifn_loss
-from ndkd.models.projector import make_projector
+from ndkd.models.projector import make_projector, resolve_projector_init
 
 # (student_emb [B, D], teacher_emb [B, D], class_means [K, D], labels [B], config) -> scalar
 VariantLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, NDConfig], torch.Tensor]
@@ -63,7 +63,10 @@ ND_VARIANTS: dict[str, NDVariantSpec] = {
 class NDRegularizer(nn.Module):
     """``forward(student_emb [B, Ds], teacher_emb [B, Dt], labels [B]) -> weighted ND loss`` (of ``config.variant``)."""
 
-    def __init__(self, config: NDConfig, class_means: torch.Tensor, student_dim: int, teacher_dim: int) -> None:
+    def __init__(
+        self, config: NDConfig, class_means: torch.Tensor, student_dim: int, teacher_dim: int,
+        input_shape: tuple[int, ...] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         if class_means.dim() != 2 or class_means.shape[1] != teacher_dim:
             raise ClassMeansError(
@@ -77,7 +80,10 @@ class NDRegularizer(nn.Module):
         self.warmup = config.warmup
         self.variant = ND_VARIANTS[config.variant]
         self.register_buffer("class_means", class_means.detach().float().clone(), persistent=False)
-        self.projector = make_projector(student_dim, teacher_dim) if student_dim != teacher_dim else None
+        self.projector = None
+        if student_dim != teacher_dim:  # decided by the actual widths, never by model names
+            init = resolve_projector_init(config.projector_init, input_shape)  # input_shape: (C, H, W) of an image
+            self.projector = make_projector(student_dim, teacher_dim, init=init)
 
     def forward(self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.projector is not None:

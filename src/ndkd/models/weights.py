@@ -1,6 +1,6 @@
 """Loading and saving model weights, safely.
 
-Files are read with ``torch.load(weights_only=True)`` only. Accepted layouts: a plain state_dict, or a
+Files are read with ``torch.load(weights_only=True)`` (or as ``.safetensors``) only. Accepted layouts: a plain state_dict, or a
 dict holding it under ``"model"``, ``"state_dict"`` or ``"model_state_dict"`` (the layouts of the shared
 CIFAR teacher checkpoints, torchvision and most training scripts); ``module.`` prefixes left by
 (Distributed)DataParallel are stripped. A mismatch is reported key by key with the registered
@@ -9,6 +9,7 @@ architecture whose parameters fit the file best.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +29,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"weights file {str(path)!r} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":  # timm / Hugging Face weights
+            from safetensors.torch import load_file
+
+            payload = load_file(str(path))
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"cannot read weights file {str(path)!r}: {first_line}") from error
@@ -73,27 +79,46 @@ def describe_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, 
     return problems
 
 
-def closest_architecture(state_dict: Mapping[str, torch.Tensor], in_channels: int | None = None) -> str | None:
-    """Name of the registered model whose state_dict keys and shapes fit ``state_dict`` best."""
+@functools.lru_cache(maxsize=4)
+def _reference_shapes(in_channels: int) -> dict[str, tuple[dict[str, tuple[int, ...]], str]]:
+    """{architecture: ({key: shape}, classifier prefix)} for every registered model.
+
+    CIFAR architectures come from the packaged manifest (no model is built); the others are built on
+    the meta device (no memory, no computation).
+    """
+    from ndkd.models.cifar import load_manifest
     from ndkd.models.features import find_classifier
     from ndkd.models.registry import create_model, list_models
 
+    references = {}
+    for name, entry in load_manifest().items():
+        last_key = entry["state_dict"][-1][0]  # the classifier's bias closes every manifest state_dict
+        references[name] = ({key: tuple(shape) for key, shape in entry["state_dict"]}, last_key.rsplit(".", 1)[0])
+    for entry in list_models():
+        if entry.name in references:
+            continue
+        with torch.device("meta"):
+            model = create_model(entry.name, num_classes=2, in_channels=in_channels)
+        shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        references[entry.name] = (shapes, find_classifier(model)[0])
+    return references
+
+
+def closest_architecture(state_dict: Mapping[str, torch.Tensor], in_channels: int | None = None) -> str | None:
+    """Name of the architecture whose state_dict keys and shapes fit ``state_dict`` best (None below half).
+
+    The class count is free (classifier shapes are not compared), so a 10-class resnet56 file is still
+    recognised from the 100-class manifest.
+    """
     found = {key: tuple(value.shape) for key, value in state_dict.items()}
     best, best_score = None, 0.0
-    for entry in list_models():
-        with torch.device("meta"):
-            model = create_model(entry.name, num_classes=2, in_channels=in_channels or 3)
-            classifier_path = find_classifier(model)[0]
-        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-        # the class count is free: the classifier's shapes are not compared
+    for name, (expected, classifier) in _reference_shapes(in_channels or 3).items():
         matches = sum(
-            1
-            for key, shape in expected.items()
-            if key in found and (found[key] == shape or key.startswith(classifier_path + "."))
+            1 for key, shape in expected.items() if key in found and (found[key] == shape or key.startswith(classifier + "."))
         )
         score = matches / max(len(expected), len(found))
         if score > best_score:
-            best, best_score = entry.name, score
+            best, best_score = name, score
     return best if best_score >= 0.5 else None
 
 

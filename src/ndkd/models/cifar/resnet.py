@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ndkd.models.cifar.common import init_conv_bn, residual_stages
 from ndkd.models.features import Stage
 from ndkd.models.registry import register_model
 
@@ -69,12 +70,7 @@ class CifarResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = layers
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -83,11 +79,7 @@ class CifarResNet(nn.Module):
 
     def feature_stages(self) -> list[Stage]:
         """Stem and the three stages (outputs after ReLU; pre-ReLU at the last block's residual sum)."""
-        stages = [Stage("stem", "relu", "bn1")]
-        for name in ("layer1", "layer2", "layer3"):
-            last = len(getattr(self, name)) - 1
-            stages.append(Stage(name, name, f"{name}.{last}.residual_sum"))
-        return stages
+        return residual_stages(self, ("layer1", "layer2", "layer3"))
 
 
 _NARROW = (16, 16, 32, 64)
