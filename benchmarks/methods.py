@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--student", default="resnet8", help="student architecture (default resnet8)")
     parser.add_argument(
         "--warmup-epochs", type=int,
-        help="distill.warmup_epochs (default: --epochs, a ramp over the whole short run; a 0 -> 1 jump after one "
-        "epoch at lr 0.1 made DKD (beta 8) and projected-logit KD diverge here)",
+        help="distill.warmup_epochs (default: --epochs, a ramp over the whole short run, or 0 for a single epoch; a "
+        "0 -> 1 jump after one epoch at lr 0.1 made DKD (beta 8) and projected-logit KD diverge here)",
     )  # fmt: skip
     parser.add_argument("--nd-weight", type=float, default=1.0, help="distill.nd.weight of the '++' runs (default 1.0)")
     parser.add_argument("--nd-variant", default="nd", help="distill.nd.variant of the '++' runs (default nd)")
@@ -85,7 +85,7 @@ def _config(args: argparse.Namespace, output_dir: Path, methods: list[str]) -> d
                                                     "milestones": milestones(args.teacher_epochs)}},
         "student": {"arch": args.student},
         "train": {"epochs": args.epochs, "lr": args.lr, "nesterov": True, "milestones": milestones(args.epochs)},
-        "distill": {"method": "none", "warmup_epochs": args.epochs if args.warmup_epochs is None else args.warmup_epochs},
+        "distill": {"method": "none", "warmup_epochs": args.warmup_epochs},
         "students": students,
     }  # fmt: skip
 
@@ -97,6 +97,8 @@ def _images_per_s(run_dir: Path) -> float:
 
 def main(argv: list[str]) -> dict:
     args = _parser().parse_args(argv)
+    if args.warmup_epochs is None:
+        args.warmup_epochs = args.epochs if args.epochs > 1 else 0  # one epoch: a ramp would keep the terms at 0
     if args.threads:
         torch.set_num_threads(args.threads)
     registered = [entry.name for entry in list_methods() if not entry.name.startswith("test_")]
