@@ -26,7 +26,7 @@ import torch
 
 from benchmarks._common import machine
 from ndkd import pipeline
-from ndkd.config import config_from_dict, fingerprint
+from ndkd.config import config_from_dict, fingerprint, to_dict
 from ndkd.distillers import list_methods
 from ndkd.engine.runtime import resolve_device
 from ndkd.errors import NdkdError
@@ -73,9 +73,8 @@ def _config(args: argparse.Namespace, output_dir: Path, methods: list[str]) -> d
     for name, (method, options) in rows.items():
         students.append({"name": name, "distill": {"method": method, "options": options}})
         students.append({"name": f"{name}_nd", "distill": {"method": method, "options": options, "nd": nd}})
-    teacher_settings = (args.teacher, args.teacher_epochs, args.subset, args.batch_size, args.lr, args.seed, args.data_root)
     return {
-        "name": "methods_" + fingerprint(teacher_settings),  # a finished teacher is reused only for the same settings
+        "name": "methods",
         "output_dir": str(output_dir),
         "seed": args.seed,
         "device": args.device,
@@ -109,7 +108,12 @@ def main(argv: list[str]) -> dict:
     temporary = args.output_dir is None
     output_dir = Path(tempfile.mkdtemp(prefix="ndkd-bench-")) if temporary else Path(args.output_dir)
     try:
-        config = config_from_dict(_config(args, output_dir, methods))
+        data = _config(args, output_dir, methods)
+        # one folder per teacher setting (every resolved default included), so a finished teacher is reused
+        # exactly when the pipeline would accept it
+        resolved = to_dict(config_from_dict(data))
+        data["name"] = "methods_" + fingerprint(resolved["teacher"], resolved["data"], resolved["seed"])
+        config = config_from_dict(data)
         teacher_summary = pipeline.teacher_dir(config) / "summary.json"
         before = teacher_summary.stat().st_mtime_ns if teacher_summary.is_file() else None
         started = time.perf_counter()
@@ -117,7 +121,6 @@ def main(argv: list[str]) -> dict:
         teacher_seconds = time.perf_counter() - started
         teacher_reused = before is not None and teacher_summary.stat().st_mtime_ns == before
         # the students read the exported teacher through teacher.checkpoint, as a user's recipe would
-        data = _config(args, output_dir, methods)
         data["teacher"]["checkpoint"] = str(pipeline.teacher_dir(config) / "teacher.pt")
         config = config_from_dict(data)
         pipeline.compute_centers(config)
