@@ -4,7 +4,7 @@
 * :func:`fitnet_loss` — FitNet's hint loss: MSE between the regressed student map and the teacher's.
 * :func:`pefd_loss` — PEFD's direction loss: 1 - cosine between projected student and teacher embeddings.
 
-All are computed in float32 (safe under autocast) and return a scalar tensor.
+All are computed in float32 or wider (safe under autocast) and return a scalar tensor.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ import torch
 import torch.nn.functional as F
 
 HCL_LEVELS = (4, 2, 1)
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half/bfloat16/float32 inputs (safe under autocast); float64 stays float64."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def hcl_loss(
@@ -42,7 +47,7 @@ def hcl_loss(
                 f"stage {index}: student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} differ; "
                 "adapt the student map to the teacher's shape first"
             )
-        student, teacher = student.float(), teacher.detach().float()
+        student, teacher = _wide(student), _wide(teacher.detach())
         stage = F.mse_loss(student, teacher)
         weight, weight_sum = 1.0, 1.0
         for level in levels:
@@ -68,7 +73,7 @@ def fitnet_loss(regressed_student: torch.Tensor, teacher_hint: torch.Tensor) -> 
         raise ValueError(
             f"regressed student map {tuple(regressed_student.shape)} and teacher hint {tuple(teacher_hint.shape)} differ"
         )
-    return F.mse_loss(regressed_student.float(), teacher_hint.detach().float())
+    return F.mse_loss(_wide(regressed_student), _wide(teacher_hint.detach()))
 
 
 def pefd_loss(projected_student: torch.Tensor, teacher_emb: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -84,8 +89,8 @@ def pefd_loss(projected_student: torch.Tensor, teacher_emb: torch.Tensor, eps: f
         raise ValueError(
             f"projected student {tuple(projected_student.shape)} and teacher embedding {tuple(teacher_emb.shape)} differ"
         )
-    student = projected_student.float()
-    teacher = teacher_emb.detach().float()
+    student = _wide(projected_student)
+    teacher = _wide(teacher_emb.detach())
     student_unit = student / student.norm(dim=1, keepdim=True).clamp_min(eps)
     teacher_unit = teacher / teacher.norm(dim=1, keepdim=True).clamp_min(eps)
     return (1.0 - (student_unit * teacher_unit).sum(dim=1)).mean()
