@@ -211,3 +211,12 @@ def test_every_feature_method_composes_with_nd(method, teacher_arch, projected):
     trainable = {id(p) for p in distiller.trainable_parameters()}
     assert all(id(p) in trainable for p in extra)
     assert not any(key.startswith("teacher.") for key in distiller.trainable_state_dict())
+
+
+@pytest.mark.parametrize("method, published", [("reviewkd", 1.8e6), ("fitnet", 16.8e3)])
+def test_extra_parameters_match_the_published_count(method, published):
+    """mdistiller's figure for resnet32x4 -> resnet8x4 on CIFAR-100: ReviewKD 1.8M, FitNet 16.8K extra parameters."""
+    student, teacher = create_model("resnet8x4", 100), create_model("resnet32x4", 100)
+    distiller = build_distiller(DistillConfig(method=method), student, teacher, input_shape=(3, 32, 32))
+    count = sum(p.numel() for module in distiller.extra_modules().values() for p in module.parameters())
+    assert round(count, -5 if method == "reviewkd" else -2) == published
