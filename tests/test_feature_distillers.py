@@ -11,7 +11,7 @@ from ndkd.distillers import build_distiller
 from ndkd.distillers.fitnet import ConvRegressor
 from ndkd.errors import ConfigError
 from ndkd.losses import fitnet_loss, hcl_loss, nd_loss, pefd_loss
-from ndkd.models import FeatureTap, Stage, create_model
+from ndkd.models import Stage, create_model
 
 INPUT = (3, 8, 8)
 FEATURE_METHODS = ("reviewkd", "fitnet", "pefd", "diffkd")

@@ -17,9 +17,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ndkd.config import DistillConfig
 from ndkd.distillers.base import Distiller
 from ndkd.distillers.diffusion import DiffKDHead, denoising_timesteps
 from ndkd.distillers.registry import register_distiller
@@ -46,15 +44,8 @@ class DiffKDOptions:
 class DiffKD(Distiller):
     """Total loss: ce_weight * CE + ramp * weight * (every DiffKD term) (+ ND); official weights all 1."""
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher: nn.Module | None,
-        config: DistillConfig,
-        class_means: torch.Tensor | None = None,
-        input_shape: tuple[int, int, int] | None = None,
-    ) -> None:
-        super().__init__(student, teacher, config, class_means, input_shape)
+    def __init__(self, *args, **kwargs) -> None:  # Distiller's arguments
+        super().__init__(*args, **kwargs)
         options = self.options
         if not (options.feature_branch or options.logit_branch):
             raise ConfigError("diffkd needs at least one branch: set distill.options.feature_branch or logit_branch to true")
@@ -64,20 +55,19 @@ class DiffKD(Distiller):
             denoising_timesteps(options.inference_steps, options.train_steps, options.start_step)
         except ValueError as error:
             raise ConfigError(f"distill.options (inference_steps, start_step, train_steps): {error}") from error
-        schedule = {"inference_steps": options.inference_steps, "start_step": options.start_step, "num_train_steps": options.train_steps}
-        student_out = probe(self.student_tap, input_shape, self.method_name) if options.feature_branch else None
-        teacher_out = probe(self.teacher_tap, input_shape, self.method_name) if options.feature_branch else None
-        self.feature_head = None
+        schedule = {
+            "inference_steps": options.inference_steps, "start_step": options.start_step, "num_train_steps": options.train_steps
+        }  # fmt: skip
+        self.feature_head = self.logit_head = None
         if options.feature_branch:
-            teacher_channels = teacher_out.features[self.teacher_tap.feature_paths[0]].shape[1]
+            student_channels, teacher_channels = (
+                probe(tap, self.input_shape, self.method_name).features[tap.feature_paths[0]].shape[1]
+                for tap in (self.student_tap, self.teacher_tap)
+            )
             ae_channels = (options.ae_channels or teacher_channels) if options.use_ae else None
-            self.feature_head = DiffKDHead(
-                student_out.features[self.student_tap.feature_paths[0]].shape[1], teacher_channels, "map",
-                ae_channels=ae_channels, **schedule,
-            )  # fmt: skip
-        self.logit_head = None
+            self.feature_head = DiffKDHead(student_channels, teacher_channels, "map", ae_channels=ae_channels, **schedule)
         if options.logit_branch:
-            classes = find_classifier(student)[1].out_features
+            classes = find_classifier(self.student)[1].out_features
             self.logit_head = DiffKDHead(classes, classes, "vector", **schedule)
 
     def student_feature_paths(self) -> tuple[str, ...]:

@@ -111,7 +111,9 @@ class NoiseNet(nn.Module):
         super().__init__()
         self.time_embedding = nn.Embedding(max(TIME_EMBEDDING_ROWS, num_train_steps), channels)
         if kind == "map":
-            self.body = nn.Sequential(Bottleneck(channels), Bottleneck(channels), nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels))
+            self.body = nn.Sequential(
+                Bottleneck(channels), Bottleneck(channels), nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels)
+            )
         else:
             wide = 4 * channels
             self.body = nn.Sequential(

@@ -8,7 +8,6 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ndkd.config import DistillConfig
 from ndkd.distillers.base import Distiller
 from ndkd.distillers.registry import register_distiller
 from ndkd.distillers.stages import backbone_stages, find_stage, probe
@@ -40,7 +39,8 @@ class ConvRegressor(nn.Sequential):
         elif s_h >= t_h and s_w >= t_w:
             layers = [nn.Conv2d(s_channels, t_channels, (1 + s_h - t_h, 1 + s_w - t_w))]
         else:
-            layers = [nn.Upsample(size=(t_h, t_w), mode="bilinear", align_corners=False), nn.Conv2d(s_channels, t_channels, 3, padding=1)]
+            resize = nn.Upsample(size=(t_h, t_w), mode="bilinear", align_corners=False)
+            layers = [resize, nn.Conv2d(s_channels, t_channels, 3, padding=1)]
         super().__init__(*layers, nn.BatchNorm2d(t_channels), nn.ReLU(inplace=True))
 
 
@@ -51,17 +51,10 @@ class FitNet(Distiller):
     mdistiller's CIFAR recipe uses weight 100 and no warm-up; features are post-activation stage outputs.
     """
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher: nn.Module | None,
-        config: DistillConfig,
-        class_means: torch.Tensor | None = None,
-        input_shape: tuple[int, int, int] | None = None,
-    ) -> None:
-        super().__init__(student, teacher, config, class_means, input_shape)
-        student_shape = probe(self.student_tap, input_shape, self.method_name).features[self.student_hint.path].shape[1:]
-        teacher_shape = probe(self.teacher_tap, input_shape, self.method_name).features[self.teacher_hint.path].shape[1:]
+    def __init__(self, *args, **kwargs) -> None:  # Distiller's arguments
+        super().__init__(*args, **kwargs)
+        student_shape = probe(self.student_tap, self.input_shape, self.method_name).features[self.student_hint.path].shape[1:]
+        teacher_shape = probe(self.teacher_tap, self.input_shape, self.method_name).features[self.teacher_hint.path].shape[1:]
         self.regressor = ConvRegressor(student_shape, teacher_shape)
 
     @property

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ndkd.config import DistillConfig
 from ndkd.distillers.base import Distiller
 from ndkd.distillers.registry import register_distiller
 from ndkd.errors import ConfigError
@@ -46,18 +45,13 @@ class PEFD(Distiller):
     and is not part of the exported student.
     """
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher: nn.Module | None,
-        config: DistillConfig,
-        class_means: torch.Tensor | None = None,
-        input_shape: tuple[int, int, int] | None = None,
-    ) -> None:
-        super().__init__(student, teacher, config, class_means, input_shape)
+    def __init__(self, *args, **kwargs) -> None:  # Distiller's arguments
+        super().__init__(*args, **kwargs)
         if self.options.num_projectors < 1:
             raise ConfigError(f"distill.options.num_projectors must be at least 1, got {self.options.num_projectors}")
-        self.projector_ensemble = ProjectorEnsemble(embedding_dim(student), embedding_dim(teacher), self.options.num_projectors)
+        self.projector_ensemble = ProjectorEnsemble(
+            embedding_dim(self.student), embedding_dim(self.teacher), self.options.num_projectors
+        )
 
     def distill_losses(self, student: TapOutput, teacher: TapOutput | None, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"pefd": pefd_loss(self.projector_ensemble(student.embedding), teacher.embedding)}

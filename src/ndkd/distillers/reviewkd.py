@@ -16,14 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ndkd.config import DistillConfig
 from ndkd.distillers.base import Distiller
 from ndkd.distillers.registry import register_distiller
 from ndkd.distillers.stages import as_map, backbone_stages, probe
 from ndkd.errors import ConfigError
 from ndkd.losses import hcl_loss
 from ndkd.losses.feature import HCL_LEVELS
-from ndkd.models.features import TapOutput
+from ndkd.models.features import Stage, TapOutput
 
 
 @dataclass
@@ -77,21 +76,14 @@ class ReviewKD(Distiller):
     are paired. The ABF modules are sized from one dummy forward of ``input_shape``.
     """
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher: nn.Module | None,
-        config: DistillConfig,
-        class_means: torch.Tensor | None = None,
-        input_shape: tuple[int, int, int] | None = None,
-    ) -> None:
-        super().__init__(student, teacher, config, class_means, input_shape)
+    def __init__(self, *args, **kwargs) -> None:  # Distiller's arguments
+        super().__init__(*args, **kwargs)
         if self.options.max_mid_channels < 1:
             raise ConfigError(f"distill.options.max_mid_channels must be at least 1, got {self.options.max_mid_channels}")
         if any(level < 1 for level in self.options.levels):
             raise ConfigError(f"distill.options.levels must be positive pooling sizes, got {self.options.levels}")
-        student_shapes = [f.shape[1:] for f in self.student_maps(probe(self.student_tap, input_shape, self.method_name))]
-        teacher_shapes = [f.shape[1:] for f in self.teacher_maps(probe(self.teacher_tap, input_shape, self.method_name))]
+        student_shapes = [f.shape[1:] for f in self.student_maps(probe(self.student_tap, self.input_shape, self.method_name))]
+        teacher_shapes = [f.shape[1:] for f in self.teacher_maps(probe(self.teacher_tap, self.input_shape, self.method_name))]
         mid = min(self.options.max_mid_channels, student_shapes[-1][0])
         deepest = len(student_shapes) - 1
         self.abfs = nn.ModuleList(
@@ -138,7 +130,7 @@ class ReviewKD(Distiller):
         return {"reviewkd": hcl_loss(fused, self.teacher_maps(teacher), self.options.levels)}
 
 
-def _preact_path(stage, role: str, option: str) -> str:
+def _preact_path(stage: Stage, role: str, option: str) -> str:
     if stage.preact_path is None:
         raise ConfigError(
             f"the {role}'s stage {stage.name!r} declares no pre-activation point; set distill.options.{option}=false"
