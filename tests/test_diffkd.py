@@ -208,5 +208,7 @@ def test_ae_width_defaults_to_teacher_channels_and_is_an_option():
 def test_bad_options_are_explained():
     with pytest.raises(ConfigError, match="diffkd needs at least one branch"):
         _diffkd({"feature_branch": False, "logit_branch": False})
+    with pytest.raises(ConfigError, match="distill.options.ae_channels must be at least 1, got 0"):
+        _diffkd({"ae_channels": 0})
     with pytest.raises(ConfigError, match=r"distill.options \(inference_steps, start_step, train_steps\): the start step"):
         _diffkd({"start_step": 2000})

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ndkd.config import DistillConfig, NDConfig
+from ndkd.config import DistillConfig, NDConfig, config_from_dict
 from ndkd.distillers import build_distiller
 from ndkd.distillers.fitnet import ConvRegressor
 from ndkd.errors import ConfigError
@@ -120,6 +120,13 @@ def test_reviewkd_pairs_the_deepest_stages_of_models_outside_the_zoo():
     assert _build("reviewkd", teacher=TwoStageNet(), options={"teacher_preact": False}).teacher_tap.feature_paths == ("block1", "block2")
 
 
+def test_reviewkd_bad_options_are_explained():
+    with pytest.raises(ConfigError, match="distill.options.max_mid_channels must be at least 1, got 0"):
+        _build("reviewkd", options={"max_mid_channels": 0})
+    with pytest.raises(ConfigError, match=r"distill.options.levels must be positive pooling sizes, got \[2, 0\]"):
+        _build("reviewkd", options={"levels": [2, 0]})
+
+
 def test_feature_methods_need_the_input_shape():
     student, teacher = create_model("resnet8", 4), create_model("resnet14", 4)
     with pytest.raises(ConfigError, match=r"method 'reviewkd' sizes its adapters .* input_shape=\(C, H, W\)"):
@@ -220,3 +227,12 @@ def test_extra_parameters_match_the_published_count(method, published):
     distiller = build_distiller(DistillConfig(method=method), student, teacher, input_shape=(3, 32, 32))
     count = sum(p.numel() for module in distiller.extra_modules().values() for p in module.parameters())
     assert round(count, -5 if method == "reviewkd" else -2) == published
+
+
+def test_method_options_are_validated_in_the_config():
+    with pytest.raises(ConfigError, match=r"unknown key 'distill.options.hint_layer'. Did you mean 'hint_stage'\?"):
+        config_from_dict({"distill": {"method": "fitnet", "options": {"hint_layer": 2}}})
+    with pytest.raises(ConfigError, match=r"'distill.options.ae_channels' must be an integer, got 'wide'"):
+        config_from_dict({"distill": {"method": "diffkd", "options": {"ae_channels": "wide"}}})
+    config = config_from_dict({"distill": {"method": "reviewkd", "options": {"levels": [2, 1]}}})
+    assert config.distill.options == {"levels": [2, 1]}
