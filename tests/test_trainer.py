@@ -121,6 +121,6 @@ def test_exported_student_loads_alone_and_reproduces_the_summary(tiny_config, ra
     metrics = pipeline.evaluate_weights(config, "resnet8", run_dir / "student.pt")
     assert metrics["top1"] == pytest.approx(summary["test_top1_last"])
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert {"student", "optimizer", "scheduler", "rng", "epoch", "best", "config"} <= set(checkpoint)
+    assert {"student", "optimizer", "scheduler", "scaler", "epoch", "best", "config", "fingerprint"} <= set(checkpoint)
     assert checkpoint["config"]["train"]["epochs"] == 3
     assert (run_dir / "config.yaml").read_text().startswith("name: tiny")

@@ -20,7 +20,8 @@ from ndkd.data.datasets import ImageDataset
 from ndkd.data.loader import InMemoryLoader
 from ndkd.engine.checkpoint import atomic_write_bytes
 from ndkd.errors import ClassMeansError
-from ndkd.models.features import FeatureTap
+from ndkd.engine.runtime import Runtime
+from ndkd.models.features import FeatureTap, embedding_dim
 
 TENSOR_NAME = "class_means"
 
@@ -36,13 +37,15 @@ def compute_class_means(
     seed: int = 0,
     crop_padding: int = 4,
     hflip: bool = True,
+    runtime: Runtime | None = None,
 ) -> torch.Tensor:
     """Class-means [K, D] (float32) of ``teacher``'s embeddings over ``dataset``, in one streaming pass.
 
     The teacher runs in eval mode. With ``augment`` each image is seen once under the training
     augmentation (pad-and-crop by ``crop_padding``, flip), drawn from ``seed``; otherwise clean.
     Sums are accumulated in float64 with ``index_add_`` (no per-sample Python work). A class with no
-    sample is refused before the pass.
+    sample is refused before the pass. Under DDP (``runtime`` of several processes) each process
+    embeds its part of every batch and the sums are all-reduced: the result equals the single-process one.
     """
     counts = torch.bincount(dataset.labels, minlength=dataset.num_classes)
     empty = (counts == 0).nonzero().flatten().tolist()
@@ -53,23 +56,23 @@ def compute_class_means(
         )
     if device is None:
         device = next(teacher.parameters()).device
+    rank, world_size = (runtime.rank, runtime.world_size) if runtime is not None else (0, 1)
     loader = InMemoryLoader(
         dataset, batch_size, train=True, shuffle=False, augment=augment, device=device, seed=seed,
-        crop_padding=crop_padding, hflip=hflip,
+        crop_padding=crop_padding, hflip=hflip, rank=rank, world_size=world_size,
     )  # fmt: skip
     was_training = teacher.training
     teacher.eval()
     tap = FeatureTap(teacher)
-    sums = None
+    sums = torch.zeros(dataset.num_classes, embedding_dim(teacher), dtype=torch.float64, device=device)
     try:
         for images, labels in loader:
-            embedding = tap(images).embedding.double()
-            if sums is None:
-                sums = torch.zeros(dataset.num_classes, embedding.shape[1], dtype=torch.float64, device=embedding.device)
-            sums.index_add_(0, labels, embedding)
+            sums.index_add_(0, labels, tap(images).embedding.double())
     finally:
         tap.remove()
         teacher.train(was_training)
+    if runtime is not None:
+        runtime.all_reduce_sum(sums)
     return (sums / counts.to(sums)[:, None]).float()
 
 

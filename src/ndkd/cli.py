@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -89,6 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_main_process() -> bool:
+    """Under torchrun only rank 0 reports results (every rank still reports its errors)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _say(text: object) -> None:
+    if _is_main_process():
+        print(text)
+
+
 def _load(path: str, overrides: list[str]):
     from ndkd.config import load_config
 
@@ -114,9 +125,9 @@ def _eval(args: argparse.Namespace) -> int:
         arch, weights = args.arch or config.student.arch, args.weights
     metrics = evaluate_weights(config, arch, weights)
     if args.json:
-        print(json.dumps({"arch": arch, "weights": weights, **metrics}))
+        _say(json.dumps({"arch": arch, "weights": weights, **metrics}))
     else:
-        print(f"{arch} ({weights}): top-1 {metrics['top1']:.2f}  top-5 {metrics['top5']:.2f}  loss {metrics['loss']:.4f}")
+        _say(f"{arch} ({weights}): top-1 {metrics['top1']:.2f}  top-5 {metrics['top5']:.2f}  loss {metrics['loss']:.4f}")
     return 0
 
 
@@ -129,17 +140,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if args.command == "train-teacher":
         summary = pipeline.train_teacher(config, restart=args.restart, progress=progress)
-        print(f"teacher {summary['arch']}: test top-1 {summary['test_top1_last']:.2f} -> {pipeline.teacher_dir(config)}")
+        _say(f"teacher {summary['arch']}: test top-1 {summary['test_top1_last']:.2f} -> {pipeline.teacher_dir(config)}")
     elif args.command == "centers":
-        print(pipeline.compute_centers(config, force=args.force))
+        _say(pipeline.compute_centers(config, force=args.force))
     elif args.command == "distill":
         names = args.student or pipeline.student_names(config)
         for name in names:
             summary = pipeline.distill(config, name, restart=args.restart, progress=progress)
-            print(f"{name} ({summary['arch']}): test top-1 {summary['test_top1_last']:.2f} -> {pipeline.run_root(config) / name}")
+            _say(f"{name} ({summary['arch']}): test top-1 {summary['test_top1_last']:.2f} -> {pipeline.run_root(config) / name}")
     elif args.command == "run":
         rows = pipeline.run_pipeline(config, restart=args.restart, progress=progress)
-        print(pipeline.format_table(rows))
+        _say(pipeline.format_table(rows))
     return 0
 
 
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if _is_main_process() else logging.WARNING)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

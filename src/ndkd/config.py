@@ -106,18 +106,30 @@ class CentersConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """Acceleration switches; docs/performance.md gives their measured speed-up and effect on the loss."""
+
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 (GPU) adds a GradScaler
+    channels_last: bool = False  # NHWC memory format for models and batches
+    fold_teacher_bn: bool = False  # fold the frozen teacher's BatchNorm into its convolutions
+    compile: bool = False  # torch.compile student and teacher
+
+
+@dataclass
 class Config:
     name: str = "experiment"
     output_dir: str = "runs"
     seed: int = 0
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
     deterministic: bool = False  # torch.use_deterministic_algorithms
+    sync_bn: bool = False  # SyncBatchNorm for the student in multi-GPU runs (torchrun; GPU only)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     centers: CentersConfig = field(default_factory=CentersConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     # students distilled by `ndkd run`: each a name plus overrides of `student`, `train`, `distill`, `seed`
     students: list[dict] = field(default_factory=list)
 

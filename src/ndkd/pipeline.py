@@ -25,7 +25,8 @@ from ndkd.config import Config, DistillConfig, fingerprint, to_dict, variant_con
 from ndkd.data import ImageDataset, load_dataset, make_loader
 from ndkd.distillers import build_distiller, get_method
 from ndkd.engine.runtime import Runtime, setup_runtime
-from ndkd.engine.trainer import EpochCallback, RunInfo, Trainer, evaluate
+from ndkd.engine.evaluate import evaluate
+from ndkd.engine.trainer import EpochCallback, RunInfo, Trainer
 from ndkd.errors import ClassMeansError, ConfigError
 from ndkd.models import create_model, embedding_dim, load_weights
 from ndkd.models.weights import file_sha256
@@ -58,12 +59,13 @@ def student_config(config: Config, name: str) -> Config:
     return variant_config(config, name)
 
 
-def _move_aside(path: Path) -> None:
-    """``--restart``: keep an old run under a dated name instead of deleting it."""
-    if path.exists():
+def _move_aside(path: Path, runtime: Runtime) -> None:
+    """``--restart``: keep an old run under a dated name instead of deleting it (main process only)."""
+    if runtime.is_main and path.exists():
         target = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(target)
         logger.info("moved the previous run %s to %s", path, target)
+    runtime.barrier()
 
 
 def _finished(run_dir: Path, run_fingerprint: str) -> dict | None:
@@ -86,17 +88,32 @@ class _Context:
     test_set: ImageDataset
 
 
-def _context(config: Config) -> _Context:
-    runtime = setup_runtime(config.device, config.seed, config.deterministic)
+def _runtime(config: Config) -> Runtime:
+    return setup_runtime(config.device, config.seed, config.deterministic)
+
+
+def _context(config: Config, runtime: Runtime) -> _Context:
     return _Context(runtime, load_dataset(config.data, train=True, seed=config.seed), load_dataset(config.data, train=False, seed=config.seed))
 
 
 def _loaders(config: Config, context: _Context):
-    device = context.runtime.device
+    """Train and test loaders sharded over the run's processes, in the memory format of the run."""
+    runtime = context.runtime
+    options = dict(device=runtime.device, seed=config.seed, rank=runtime.rank, world_size=runtime.world_size,
+                   channels_last=config.speed.channels_last)  # fmt: skip
     return (
-        make_loader(context.train_set, config.data, train=True, device=device, seed=config.seed),
-        make_loader(context.test_set, config.data, train=False, device=device, seed=config.seed),
+        make_loader(context.train_set, config.data, train=True, **options),
+        make_loader(context.test_set, config.data, train=False, **options),
     )
+
+
+def _train(config: Config, distiller, train_config, info: RunInfo, context: _Context, progress: bool, on_epoch_end) -> dict:
+    train_loader, test_loader = _loaders(config, context)
+    trainer = Trainer(
+        distiller, train_loader, test_loader, train_config, info, context.runtime, progress, on_epoch_end,
+        seed=config.seed, speed=config.speed, sync_bn=config.sync_bn,
+    )  # fmt: skip
+    return trainer.fit()
 
 
 def teacher_weights(config: Config) -> Path:
@@ -122,18 +139,20 @@ def train_teacher(config: Config, *, restart: bool = False, progress: bool = Tru
     if config.teacher.arch is None:
         raise ConfigError("teacher.arch is not set; name the teacher architecture (for example teacher.arch=resnet20)")
     run_dir = teacher_dir(config)
-    run_fingerprint = fingerprint(config.seed, config.data, config.teacher.arch, _schedule(config.teacher.train))
+    run_fingerprint = fingerprint(
+        config.seed, config.data, config.teacher.arch, _schedule(config.teacher.train), config.speed.precision
+    )
+    runtime = _runtime(config)
     if restart:
-        _move_aside(run_dir)
+        _move_aside(run_dir, runtime)
     elif (done := _finished(run_dir, run_fingerprint)) is not None:
         logger.info("teacher already trained in %s (test top-1 %.2f); skipping", run_dir, done["test_top1_last"])
         return done
-    context = _context(config)
+    context = _context(config, runtime)
     model = create_model(config.teacher.arch, context.train_set.num_classes, context.train_set.in_channels)
     distiller = build_distiller(DistillConfig(method="none"), model, None)
-    train_loader, test_loader = _loaders(config, context)
     info = RunInfo(run_dir, "teacher", config.teacher.arch, context.train_set.num_classes, context.train_set.in_channels, to_dict(config), run_fingerprint)
-    return Trainer(distiller, train_loader, test_loader, config.teacher.train, info, context.runtime, progress, on_epoch_end).fit()
+    return _train(config, distiller, config.teacher.train, info, context, progress, on_epoch_end)
 
 
 def compute_centers(config: Config, *, force: bool = False) -> Path:
@@ -153,15 +172,19 @@ def compute_centers(config: Config, *, force: bool = False) -> Path:
         if all(found.get(key) == value for key, value in wanted.items()):
             logger.info("class-means in %s are up to date; skipping", path)
             return path
-    context = _context(config)
-    teacher = load_teacher(config, context.train_set, context.runtime.device)
+    context = _context(config, _runtime(config))
+    runtime = context.runtime
+    teacher = load_teacher(config, context.train_set, runtime.device)
     started = time.perf_counter()
     class_means = compute_class_means(
         teacher, context.train_set, augment=config.centers.augment, batch_size=config.centers.batch_size,
-        device=context.runtime.device, seed=config.seed, crop_padding=config.data.crop_padding, hflip=config.data.hflip,
+        device=runtime.device, seed=config.seed, crop_padding=config.data.crop_padding, hflip=config.data.hflip,
+        runtime=runtime,
     )  # fmt: skip
     counts = torch.bincount(context.train_set.labels, minlength=context.train_set.num_classes)
-    save_class_means(path, class_means, counts, teacher_checkpoint=str(weights), **wanted)
+    if runtime.is_main:
+        save_class_means(path, class_means, counts, teacher_checkpoint=str(weights), **wanted)
+    runtime.barrier()
     logger.info(
         "class-means [%d x %d] of %s over %d images in %.1f s -> %s",
         class_means.shape[0], class_means.shape[1], config.teacher.arch, len(context.train_set), time.perf_counter() - started, path,
@@ -198,14 +221,15 @@ def distill(
         class_means_sha = file_sha256(class_means_path(config)) if class_means_path(config).is_file() else "missing"
     run_fingerprint = fingerprint(
         config.seed, config.data, config.student, _schedule(config.train), config.distill,
-        config.teacher.arch if needs_teacher else None, teacher_sha, class_means_sha,
+        config.teacher.arch if needs_teacher else None, teacher_sha, class_means_sha, config.speed.precision,
     )  # fmt: skip
+    runtime = _runtime(config)
     if restart:
-        _move_aside(run_dir)
+        _move_aside(run_dir, runtime)
     elif (done := _finished(run_dir, run_fingerprint)) is not None:
         logger.info("student %r already trained in %s (test top-1 %.2f); skipping", student, run_dir, done["test_top1_last"])
         return done
-    context = _context(config)
+    context = _context(config, runtime)
     dataset = context.train_set
     model = create_model(config.student.arch, dataset.num_classes, dataset.in_channels)
     if config.student.checkpoint:
@@ -216,20 +240,19 @@ def distill(
     if config.distill.nd.weight > 0:
         class_means, _ = _class_means_for(config, dataset, teacher, teacher_sha)
     distiller = build_distiller(config.distill, model, teacher, class_means, tuple(dataset.images.shape[1:]))
-    train_loader, test_loader = _loaders(config, context)
     extra = {"student": student, "method": config.distill.method, "nd_weight": config.distill.nd.weight}
     info = RunInfo(run_dir, "student", config.student.arch, dataset.num_classes, dataset.in_channels, to_dict(config), run_fingerprint, extra)
-    return Trainer(distiller, train_loader, test_loader, config.train, info, context.runtime, progress, on_epoch_end).fit()
+    return _train(config, distiller, config.train, info, context, progress, on_epoch_end)
 
 
 def evaluate_weights(config: Config, arch: str, weights: str | Path) -> dict[str, float]:
     """Test-split top-1/top-5/loss of ``arch`` loaded from ``weights`` on ``config.data``."""
-    runtime = setup_runtime(config.device, config.seed, config.deterministic)
+    runtime = _runtime(config)
     test_set = load_dataset(config.data, train=False, seed=config.seed)
     model = create_model(arch, test_set.num_classes, test_set.in_channels)
     load_weights(model, weights, arch=arch)
-    loader = make_loader(test_set, config.data, train=False, device=runtime.device)
-    return evaluate(model.to(runtime.device), loader)
+    loader = make_loader(test_set, config.data, train=False, device=runtime.device, rank=runtime.rank, world_size=runtime.world_size)
+    return evaluate(model.to(runtime.device), loader, runtime)
 
 
 def run_pipeline(config: Config, *, restart: bool = False, progress: bool = True) -> list[dict]:
@@ -238,7 +261,7 @@ def run_pipeline(config: Config, *, restart: bool = False, progress: bool = True
     Returns one row per trained network (teacher first) with its test top-1 (last and best epoch).
     """
     if restart:
-        _move_aside(run_root(config))
+        _move_aside(run_root(config), _runtime(config))
     rows = []
     if config.teacher.checkpoint is None and config.teacher.arch is not None:
         summary = train_teacher(config, progress=progress)

@@ -31,9 +31,18 @@ def load_dataset(config: DataConfig, train: bool, seed: int = 0) -> ImageDataset
 
 
 def make_loader(
-    dataset: ImageDataset, config: DataConfig, *, train: bool, device: torch.device, seed: int = 0, augment: bool | None = None
+    dataset: ImageDataset,
+    config: DataConfig,
+    *,
+    train: bool,
+    device: torch.device,
+    seed: int = 0,
+    augment: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    channels_last: bool = False,
 ) -> InMemoryLoader:
-    """Loader for ``dataset`` with the batch size and augmentation of ``config``."""
+    """Loader for ``dataset`` with the batch size and augmentation of ``config`` (this process's shard)."""
     return InMemoryLoader(
         dataset,
         config.batch_size if train else config.eval_batch_size,
@@ -43,6 +52,9 @@ def make_loader(
         augment=config.augment if augment is None else augment,
         crop_padding=config.crop_padding,
         hflip=config.hflip,
+        rank=rank,
+        world_size=world_size,
+        channels_last=channels_last,
     )
 
 

@@ -4,8 +4,12 @@ The uint8 images are moved to the device once. Each training epoch draws a permu
 augmentation (pad-and-random-crop, horizontal flip) from a generator seeded by (seed, epoch), so an
 epoch is a pure function of its number: resuming after epoch k replays epoch k+1 exactly, and no
 loader state has to be saved. Every sample is visited once per epoch; the last, smaller batch is kept,
-except that a final batch of a single sample is merged into the one before it (BatchNorm cannot
-normalise one sample in training mode).
+except that a final training batch too small to give each process two samples is merged into the one
+before it (BatchNorm cannot normalise one sample in training mode).
+
+Under DDP, ``batch_size`` is the global batch: every process draws the same permutation and the same
+augmentation of the whole global batch and keeps its own contiguous slice, so the union of the
+processes' batches is exactly the single-process batch, whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ class InMemoryLoader:
         crop_padding: int = 4,
         hflip: bool = True,
         shuffle: bool | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -77,6 +84,10 @@ class InMemoryLoader:
         self.hflip = hflip
         self.seed = seed
         self.epoch = 0
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
+        self.rank, self.world_size = rank, world_size
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.device = torch.device(device)
         self.images = dataset.images.to(self.device)
         self.labels = dataset.labels.to(self.device)
@@ -89,15 +100,23 @@ class InMemoryLoader:
         self.epoch = epoch
 
     def batch_bounds(self) -> list[tuple[int, int]]:
-        """(start, stop) of each batch; a trailing single sample joins the previous batch when training."""
+        """(start, stop) of each global batch; a too-small trailing training batch joins the previous one."""
         total = len(self.dataset)
         bounds = [(start, min(start + self.batch_size, total)) for start in range(0, total, self.batch_size)]
-        if self.train and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        # training BatchNorm needs 2+ samples in every process's part of a batch
+        smallest = 2 * self.world_size if self.train else 1
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < smallest:
             bounds[-2:] = [(bounds[-2][0], total)]
         return bounds
 
     def __len__(self) -> int:
         return len(self.batch_bounds())
+
+    def local_slice(self, size: int) -> slice:
+        """This process's contiguous part of a global batch of ``size`` samples (sizes differ by at most 1)."""
+        base, extra = divmod(size, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (1 if self.rank < extra else 0))
 
     def _generator(self) -> torch.Generator:
         generator = torch.Generator(device=self.device)
@@ -105,8 +124,8 @@ class InMemoryLoader:
         return generator
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, C, H, W] -> float, (x / 255 - mean) / std."""
-        return (images.float() - self.mean) * self.inv_std
+        """uint8 [B, C, H, W] -> float, (x / 255 - mean) / std, in the loader's memory format."""
+        return ((images.float() - self.mean) * self.inv_std).contiguous(memory_format=self.memory_format)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = self._generator()
@@ -120,4 +139,7 @@ class InMemoryLoader:
                 images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)
             if self.augment:
                 images = random_crop_flip(images, self.crop_padding, self.hflip, generator)
+            if self.world_size > 1:
+                part = self.local_slice(stop - start)
+                images, labels = images[part], labels[part]
             yield self.normalise(images), labels

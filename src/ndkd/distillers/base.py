@@ -103,9 +103,14 @@ class Distiller(nn.Module):
             losses["nd"] = nd_ramp * self.nd(student.embedding, teacher.embedding, labels)
         return student.logits, losses
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Inference: the student's logits."""
-        return self.student(images)
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, epoch: int = 0
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """With labels: :meth:`forward_train` (the trainer calls it this way, through DDP when
+        distributed); without: inference, the student's logits."""
+        if labels is None:
+            return self.student(images)
+        return self.forward_train(images, labels, epoch)
 
     def extra_modules(self) -> dict[str, nn.Module]:
         """Trainable modules besides the student (trained with it, saved in checkpoints, not exported)."""
