@@ -25,6 +25,9 @@ METHODS = {
     "kdpp": ("kd", {"temperature": 4.0}, 1.0),
     "dkdpp": ("dkd", {}, 1.0),
     "reviewkdpp": ("reviewkd", {}, 1.0),
+    "fitnetpp": ("fitnet", {}, 1.0),
+    "pefdpp": ("pefd", {}, 1.0),
+    "diffkdpp": ("diffkd", {}, 1.0),
 }
 SWITCHES = {
     "fp32": {},
@@ -36,6 +39,26 @@ SWITCHES = {
 PEERS_MS = {("resnet56", "resnet20", "kd"): 248.0, ("resnet32x4", "resnet8x4", "kd"): 1278.0}  # mdistiller, same machine kind
 
 
+@torch.no_grad()
+def calibrate_batchnorm(model: torch.nn.Module, batch: int, generator: torch.Generator) -> torch.nn.Module:
+    """Give a randomly initialised network the BatchNorm statistics of its own activations.
+
+    Random weights with BatchNorm at its initial running statistics (mean 0, var 1) blow activations up
+    layer after layer in eval mode (features of 1e3-1e5), which makes feature losses meaningless. A few
+    train-mode forwards with a cumulative average set the statistics, as a trained teacher has them.
+    """
+    batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for module in batchnorms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative moving average over the calibration batches
+    model.train()
+    for _ in range(3):
+        model(torch.randn(batch, 3, 32, 32, generator=generator))
+    for module in batchnorms:
+        module.momentum = 0.1
+    return model.eval()
+
+
 def _one(teacher_name: str, student_name: str, method: str, switch: str, steps: int, batch: int) -> dict:
     from ndkd.config import DistillConfig, NDConfig, SpeedConfig
     from ndkd.distillers import build_distiller
@@ -44,7 +67,7 @@ def _one(teacher_name: str, student_name: str, method: str, switch: str, steps: 
     from ndkd.models import create_model, embedding_dim
 
     torch.manual_seed(0)
-    teacher = create_model(teacher_name, num_classes=100).eval()
+    teacher = calibrate_batchnorm(create_model(teacher_name, num_classes=100), batch, torch.Generator().manual_seed(3))
     images = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(batch) % 100
     speed = SpeedConfig(**SWITCHES[switch])
