@@ -317,6 +317,7 @@ def test_ndkd_methods_lists_every_registered_method_with_options(monkeypatch, ca
         assert f"  {entry.name}" in out and entry.description in out
     assert "depth: int = 3   mode: str = \"fast\"" in out
     assert "alpha: float = 1.0   beta: float = 8.0   temperature: float = 4.0" in out
+    assert "levels: list of int = [4, 2, 1]" in out  # a part-B method's list option
     assert "temperature: float = 4.0   logit_projector: bool = false" in out
     for variant in ND_VARIANTS.values():
         assert f"  {variant.name}" in out and variant.description in out

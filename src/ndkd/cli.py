@@ -148,12 +148,14 @@ def _say(text: object) -> None:
 
 
 def _type_label(tp) -> str:
-    """``float``, ``bool``, ``float or null``, ``one of a, b`` for an option's type hint."""
+    """``float``, ``bool``, ``float or null``, ``list of int``, ``one of a, b`` for an option's type hint."""
     args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
     if typing.get_origin(tp) is typing.Literal:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
         return _type_label(args[0]) + " or null"
+    if typing.get_origin(tp) is list and len(args) == 1:
+        return "list of " + _type_label(args[0])
     return getattr(tp, "__name__", str(tp))
 
 
