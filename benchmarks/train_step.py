@@ -33,6 +33,8 @@ SWITCHES = {
     "fp32": {},
     "bf16": {"precision": "bf16"},
     "channels_last": {"channels_last": True},
+    # bf16 convolutions are fast on CPUs with AMX/AVX512-BF16 only in the channels_last layout
+    "bf16_channels_last": {"precision": "bf16", "channels_last": True},
     "fold_teacher_bn": {"fold_teacher_bn": True},
     "compile": {"compile": True},
 }

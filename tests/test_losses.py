@@ -65,6 +65,17 @@ def test_nd_gradient_branches():
     assert radial.abs().max().item() < 1e-6  # no norm pressure once ||s|| >= ||t||
 
 
+def test_nd_tie_of_norms_takes_the_student_branch_with_its_full_gradient():
+    """||s|| == ||t|| exactly: Python's max(s, t) returns s, so the gradient is that of 1 - <s, e>/||s||."""
+    student = torch.tensor([[3.0, 4.0]], dtype=torch.float64, requires_grad=True)
+    teacher = torch.tensor([[0.0, 5.0]], dtype=torch.float64)  # same norm, 5
+    class_means = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    (grad,) = torch.autograd.grad(nd_loss(student, teacher, class_means, torch.tensor([0])), student)
+    s = student.detach()
+    expected = -(torch.tensor([[1.0, 0.0]], dtype=torch.float64) / 5.0 - s[0, 0] * s / 5.0**3)  # d/ds of -s_0/||s||
+    torch.testing.assert_close(grad, expected)
+
+
 def test_nd_loss_range_and_zero_when_aligned():
     class_means = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
     labels = torch.tensor([0, 1])

@@ -62,12 +62,14 @@ def nd_loss(
     """
     _check_widths(student_emb, class_means, teacher_emb)
     student = at_least_float32(student_emb)
-    directions = class_mean_directions(class_means.to(student.dtype), labels)
-    projection = (student * directions).sum(dim=1)
-    student_norm = student.norm(dim=1)
-    teacher_norm = teacher_emb.detach().to(student.dtype).norm(dim=1)
-    denominator = torch.where(student_norm >= teacher_norm, student_norm, teacher_norm).clamp_min(_EPS)
-    return (1.0 - projection / denominator).mean()
+    with torch.no_grad():  # constants of the loss: no autograd bookkeeping for them
+        directions = class_mean_directions(class_means.to(student.dtype), labels)
+        teacher_norm = torch.linalg.vector_norm(teacher_emb.to(student.dtype), dim=1).clamp_min_(_EPS)
+    projection = torch.linalg.vecdot(student, directions)
+    student_norm = torch.linalg.vector_norm(student, dim=1)
+    # max(||s||, ||t||, eps); a tie picks ||s|| with its full gradient, as Python's max does (clamp would halve it)
+    denominator = torch.where(student_norm >= teacher_norm, student_norm, teacher_norm)
+    return 1.0 - (projection / denominator).mean()
 
 
 def nd_cosine_loss(student_emb: torch.Tensor, class_means: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
