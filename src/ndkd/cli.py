@@ -46,7 +46,8 @@ _COMMANDS = {
         "train the student(s) of a config with their distillation method (and ND)",
         """examples:
   ndkd distill configs/fashion_mnist/demo.yaml --student kdpp
-  ndkd distill configs/fashion_mnist/demo.yaml --student kd train.epochs=10""",
+  ndkd distill configs/fashion_mnist/demo.yaml --student kd train.epochs=10
+  ndkd distill configs/fashion_mnist/demo.yaml --student kdpp --seeds 0,1,2""",
     ),
     "eval": (
         "evaluate a trained network on the test split",
@@ -59,7 +60,8 @@ _COMMANDS = {
         "teacher -> class-means -> every student, skipping finished steps; prints a table of top-1",
         """examples:
   ndkd run configs/fashion_mnist/demo.yaml
-  ndkd run configs/fashion_mnist/demo.yaml output_dir=/tmp/runs train.epochs=2""",
+  ndkd run configs/fashion_mnist/demo.yaml output_dir=/tmp/runs train.epochs=2
+  ndkd run configs/fashion_mnist/ablation.yaml --seeds 0,1,2     (every student over 3 seeds, mean ± std)""",
     ),
 }
 
@@ -86,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--restart", action="store_true", help="move an existing run aside (renamed, not deleted) and start again")
         if name == "distill":
             sub.add_argument("--student", action="append", metavar="NAME", help="student(s) of the config to train (default: all)")
+        if name in ("distill", "run"):
+            sub.add_argument(
+                "--seeds", type=_seed_list, metavar="S,S,...",
+                help="train every student once per seed, in <student>/seed<S>, with the one teacher and class-means; "
+                "prints the mean ± std over the seeds",
+            )  # fmt: skip
         if name == "centers":
             sub.add_argument("--force", action="store_true", help="recompute even if an up-to-date file exists")
         if name == "eval":
@@ -107,13 +115,45 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--family", choices=("cifar", "imagenet"), help="list one family only")
     models.add_argument("--json", action="store_true", help="print JSON")
     models.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    summary = "list the distillation methods and ND variants with their options and defaults"
-    sub = commands.add_parser(
-        "methods", help=summary, description=summary + ".", formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  ndkd methods\n  ndkd methods --json",
+
+    def tool(name: str, summary: str, epilog: str, json_help: str | None) -> argparse.ArgumentParser:
+        """A sub-command that takes no config: ``--debug`` always, ``--json`` when it prints a listing."""
+        sub = commands.add_parser(
+            name, help=summary, description=summary + ".", epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        if json_help:
+            sub.add_argument("--json", action="store_true", help=json_help)
+        sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+        return sub
+
+    tool(
+        "methods", "list the distillation methods and ND variants with their options and defaults",
+        "examples:\n  ndkd methods\n  ndkd methods --json", "print the list as JSON",
     )  # fmt: skip
-    sub.add_argument("--json", action="store_true", help="print the list as JSON")
-    sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    recipes = tool(
+        "recipes", "list the shipped recipes: one row per student of every YAML config under DIR (paper tables, docs/recipes.md)",
+        """examples:
+  ndkd recipes                          (./configs, else the configs/ of the ndkd checkout)
+  ndkd recipes configs/cifar100
+  ndkd recipes configs/imagenet/resnet34_resnet18.yaml
+  ndkd recipes --json                   (every field: options, milestones, claimed teacher top-1, source)
+then train one: ndkd distill configs/cifar100/resnet56_resnet20.yaml --student kdpp""",
+        "print the rows as a JSON list of objects",
+    )  # fmt: skip
+    recipes.add_argument("dir", nargs="?", metavar="DIR", help="folder of recipes (searched recursively) or one YAML file")
+    report = tool(
+        "report", "write report.md and PNG figures from finished runs: top-1 over seeds, curves, embedding norms and cosines "
+        "(docs/reports.md)",
+        """examples:
+  ndkd report runs/fashion_mnist_demo                  (every run under it; writes runs/fashion_mnist_demo/report/)
+  ndkd report runs/ablation --out /tmp/ablation_report
+  ndkd report runs/exp_a runs/exp_b --no-embeddings    (tables and curves only: no model is run)""",
+        None,
+    )  # fmt: skip
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding them (searched recursively)")
+    report.add_argument("--out", metavar="DIR", help="where report.md and the figures go (default: <first RUN_DIR>/report)")
+    report.add_argument("--no-embeddings", action="store_true", help="leave out the embedding norms and cosines (no test-set pass)")
+    report.add_argument("--device", default="auto", help="device of the embedding pass: auto, cpu, cuda, cuda:N (default: auto)")
     return parser
 
 
@@ -135,6 +175,17 @@ then point a config at it: distill.nd.class_means=r34.safetensors""",
     parser.add_argument("--dataset", default="", help="dataset name recorded in the metadata (e.g. cifar100)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return parser
+
+
+def _seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2] (``--seeds``)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct seeds >= 0 separated by commas (for example 0,1,2)")
+    return seeds
 
 
 def _is_main_process() -> bool:
@@ -198,6 +249,21 @@ def _methods(args: argparse.Namespace) -> int:
     show("methods (distill.method; options under distill.options):", listing["methods"], "")
     print()
     show("ND variants (distill.nd.variant; on when distill.nd.weight > 0, with any method):", listing["nd_variants"], "distill.nd.")
+    return 0
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from ndkd.recipes import format_recipes, list_recipes
+
+    rows = list_recipes(args.dir)
+    print(json.dumps([row.to_dict() for row in rows], indent=2) if args.json else format_recipes(rows))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ndkd.report import write_report
+
+    print(write_report(args.run_dirs, args.out, embeddings=not args.no_embeddings, device=args.device))
     return 0
 
 
@@ -271,6 +337,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _centers_import(args)
     if args.command == "methods":
         return _methods(args)
+    if args.command == "recipes":
+        return _recipes(args)
+    if args.command == "report":
+        return _report(args)
     config = _load(args.config, args.overrides)
     progress = not args.no_progress
     if args.command == "train-teacher":
@@ -279,14 +349,29 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "centers":
         _say(pipeline.compute_centers(config, force=args.force))
     elif args.command == "distill":
-        names = args.student or pipeline.student_names(config)
-        for name in names:
-            summary = pipeline.distill(config, name, restart=args.restart, progress=progress)
-            _say(f"{name} ({summary['arch']}): test top-1 {summary['test_top1_last']:.2f} -> {pipeline.run_root(config) / name}")
+        run_dirs = []
+        for name in args.student or pipeline.student_names(config):
+            for seed in args.seeds or [None]:
+                summary = pipeline.distill(config, name, seed=seed, restart=args.restart, progress=progress)
+                run_dirs.append(pipeline.student_run_dir(config, name, seed))
+                seeded = f", seed {seed}" if seed is not None else ""
+                _say(f"{name} ({summary['arch']}{seeded}): test top-1 {summary['test_top1_last']:.2f} -> {run_dirs[-1]}")
+        if args.seeds:
+            _say_groups(run_dirs)
     elif args.command == "run":
-        rows = pipeline.run_pipeline(config, restart=args.restart, progress=progress)
+        rows = pipeline.run_pipeline(config, seeds=args.seeds, restart=args.restart, progress=progress)
         _say(pipeline.format_table(rows))
+        if args.seeds:
+            _say_groups([row["run_dir"] for row in rows])
     return 0
+
+
+def _say_groups(run_dirs: list) -> None:
+    """The mean ± std over seeds of the runs just trained (one row per student)."""
+    from ndkd.results import group_runs, group_table, read_run
+    from ndkd.tables import format_text_table
+
+    _say("\n" + format_text_table(group_table(group_runs([read_run(path) for path in run_dirs]))))
 
 
 class _StderrHandler(logging.StreamHandler):

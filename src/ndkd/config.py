@@ -61,7 +61,10 @@ class DataConfig:
     dataset: DatasetName = "fashion_mnist"
     root: Optional[str] = None  # folder with the dataset files; default: Debian's location or $NDKD_DATA
     download: bool = False  # allow torchvision to download a missing dataset
-    train_subset: Optional[int] = None  # train on this many samples (seeded draw); None = all
+    train_subset: Optional[int] = None  # train on this many samples (a draw seeded by data.seed); None = all
+    # seed of the data itself (the train_subset draw, the synthetic images), apart from the run's `seed`,
+    # so that the runs of a multi-seed group and their teacher all see the same images
+    seed: int = 0
     batch_size: int = 128
     eval_batch_size: int = 512
     augment: bool = True  # pad-and-random-crop + horizontal flip on training batches
@@ -141,6 +144,15 @@ class SpeedConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """Where a recipe comes from and what it claims (read by `ndkd recipes` and `ndkd report`; never trained on)."""
+
+    source: str = ""  # the paper table / official script the hyper-parameters are taken from
+    claimed_top1: Optional[float] = None  # the published test top-1 (%) of this run
+    claimed_teacher_top1: Optional[float] = None  # the published test top-1 (%) of its teacher
+
+
+@dataclass
 class Config:
     name: str = "experiment"
     output_dir: str = "runs"
@@ -155,11 +167,12 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     centers: CentersConfig = field(default_factory=CentersConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
-    # students distilled by `ndkd run`: each a name plus overrides of `student`, `train`, `distill`, `seed`
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    # students distilled by `ndkd run`: each a name plus overrides of `student`, `train`, `distill`, `seed`, `recipe`
     students: list[dict] = field(default_factory=list)
 
 
-_VARIANT_KEYS = ("name", "student", "train", "distill", "seed")
+_VARIANT_KEYS = ("name", "student", "train", "distill", "seed", "recipe")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -367,6 +380,8 @@ def config_from_dict(data: dict, source: str = "config", overrides: dict[str, st
     config = _build(Config, data, "", sources)
     _validate_method(config, "", sources)
     _check_ranges(config, sources)
+    # command-line overrides win over the file, student entries included: variant_config applies them again
+    config._command_line_overrides = dict(overrides or {})
     names = set()
     for index, variant in enumerate(config.students):
         where = f"students[{index}]"
@@ -401,7 +416,11 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def variant_config(config: Config, name: str, sources: _Sources | None = None) -> Config:
-    """The config of student ``name`` of ``config.students``: the base config with that entry's overrides."""
+    """The config of student ``name`` of ``config.students``: the base config with that entry's overrides.
+
+    Dotted command-line overrides (``load_config(path, overrides)``) are applied on top of the entry, so
+    ``distill.nd.weight=1`` reaches every student, also those whose entry sets ``distill.nd.weight``.
+    """
     matches = [v for v in config.students if v.get("name") == name]
     if not matches:
         known = ", ".join(v.get("name", "?") for v in config.students) or "none"
@@ -412,7 +431,9 @@ def variant_config(config: Config, name: str, sources: _Sources | None = None) -
     if base["distill"]["method"] != matches[0].get("distill", {}).get("method", base["distill"]["method"]):
         base["distill"]["options"] = {}  # the base method's options do not apply to another method
     data = _merge(base, {k: v for k, v in matches[0].items() if k != "name"})
-    sources = sources or _Sources("config")
+    command_line = getattr(config, "_command_line_overrides", {})
+    apply_overrides(data, [text for key, text in command_line.items() if key.split(".")[0] in _VARIANT_KEYS])
+    sources = sources or _Sources("config", command_line)
     try:
         built = _build(Config, data, "", sources)
         _validate_method(built, "", sources)

@@ -31,6 +31,8 @@ from ndkd.engine.trainer import EpochCallback, RunInfo, Trainer
 from ndkd.errors import ClassMeansError, ConfigError
 from ndkd.models import create_model, embedding_dim, load_weights
 from ndkd.models.weights import file_sha256
+from ndkd.results import method_label
+from ndkd.tables import format_text_table
 
 logger = logging.getLogger("ndkd")
 DEFAULT_STUDENT = "student"
@@ -94,7 +96,7 @@ def _runtime(config: Config) -> Runtime:
 
 
 def _context(config: Config, runtime: Runtime) -> _Context:
-    return _Context(runtime, load_dataset(config.data, train=True, seed=config.seed), load_dataset(config.data, train=False, seed=config.seed))
+    return _Context(runtime, load_dataset(config.data, train=True), load_dataset(config.data, train=False))
 
 
 def _loaders(config: Config, context: _Context):
@@ -170,7 +172,10 @@ def train_teacher(config: Config, *, restart: bool = False, progress: bool = Tru
     model = create_model(config.teacher.arch, context.train_set.num_classes, context.train_set.in_channels)
     distiller = build_distiller(DistillConfig(method="none"), model, None)
     _keep_class_names(run_dir, context.train_set, runtime)
-    info = RunInfo(run_dir, "teacher", config.teacher.arch, context.train_set.num_classes, context.train_set.in_channels, to_dict(config), run_fingerprint)
+    info = RunInfo(
+        run_dir, "teacher", config.teacher.arch, context.train_set.num_classes, context.train_set.in_channels, to_dict(config),
+        run_fingerprint, {"seed": config.seed},
+    )  # fmt: skip
     return _train(config, distiller, config.teacher.train, info, context, progress, on_epoch_end)
 
 
@@ -184,6 +189,7 @@ def compute_centers(config: Config, *, force: bool = False) -> Path:
         "dataset": config.data.dataset,
         "train_subset": str(config.data.train_subset),
         "seed": str(config.seed),
+        "data_seed": str(config.data.seed),
         "augmentation": _augmentation_tag(config),
         "data_root": str(config.data.root),
     }
@@ -227,13 +233,25 @@ def _class_means_for(config: Config, dataset: ImageDataset, teacher: torch.nn.Mo
     return class_means, file_sha256(path)
 
 
-def distill(
-    config: Config, student: str = DEFAULT_STUDENT, *, restart: bool = False, progress: bool = True,
-    on_epoch_end: EpochCallback | None = None,
-) -> dict:  # fmt: skip
-    """Train student ``student`` of ``config`` with its distillation method; export ``<student>/student.pt``."""
-    config = student_config(config, student)
+def student_run_dir(config: Config, student: str, seed: int | None = None) -> Path:
+    """``<output_dir>/<name>/<student>``, or ``.../<student>/seed<k>`` for a run of a multi-seed group."""
     run_dir = run_root(config) / student
+    return run_dir if seed is None else run_dir / f"seed{seed}"
+
+
+def distill(
+    config: Config, student: str = DEFAULT_STUDENT, *, seed: int | None = None, restart: bool = False,
+    progress: bool = True, on_epoch_end: EpochCallback | None = None,
+) -> dict:  # fmt: skip
+    """Train student ``student`` of ``config`` with its distillation method; export ``student.pt``.
+
+    ``seed`` (a run of a multi-seed group) replaces the config's seed and trains in ``<student>/seed<k>``;
+    the teacher and the class-means stay those of the config.
+    """
+    config = student_config(config, student)
+    if seed is not None:
+        config = dataclasses.replace(config, seed=seed)
+    run_dir = student_run_dir(config, student, seed)
     method = get_method(config.distill.method)
     needs_teacher = method.needs_teacher or config.distill.nd.weight > 0
     teacher_sha = file_sha256(teacher_weights(config)) if needs_teacher else None
@@ -261,7 +279,7 @@ def distill(
     if config.distill.nd.weight > 0:
         class_means, _ = _class_means_for(config, dataset, teacher, teacher_sha)
     distiller = build_distiller(config.distill, model, teacher, class_means, dataset.input_shape)
-    extra = {"student": student, "method": config.distill.method, "nd_weight": config.distill.nd.weight}
+    extra = {"student": student, "seed": config.seed, "method": config.distill.method, "nd_weight": config.distill.nd.weight}
     _keep_class_names(run_dir, dataset, runtime)
     info = RunInfo(run_dir, "student", config.student.arch, dataset.num_classes, dataset.in_channels, to_dict(config), run_fingerprint, extra)
     return _train(config, distiller, config.train, info, context, progress, on_epoch_end)
@@ -270,32 +288,35 @@ def distill(
 def evaluate_weights(config: Config, arch: str, weights: str | Path) -> dict[str, float]:
     """Test-split top-1/top-5/loss of ``arch`` loaded from ``weights`` on ``config.data``."""
     runtime = _runtime(config)
-    test_set = load_dataset(config.data, train=False, seed=config.seed)
+    test_set = load_dataset(config.data, train=False)
     model = create_model(arch, test_set.num_classes, test_set.in_channels)
     load_weights(model, weights, arch=arch)
     loader = make_loader(test_set, config.data, train=False, device=runtime.device, rank=runtime.rank, world_size=runtime.world_size)
     return evaluate(model.to(runtime.device), loader, runtime)
 
 
-def run_pipeline(config: Config, *, restart: bool = False, progress: bool = True) -> list[dict]:
+def run_pipeline(config: Config, *, seeds: list[int] | None = None, restart: bool = False, progress: bool = True) -> list[dict]:
     """Teacher -> class-means -> every student; finished steps with the same config are skipped.
 
-    Returns one row per trained network (teacher first) with its test top-1 (last and best epoch).
+    ``seeds``: train every student once per seed (``<student>/seed<k>``), with the one teacher and
+    class-means of the config. Returns one row per trained network (teacher first) with its seed and
+    test top-1 (last and best epoch).
     """
     if restart:
         _move_aside(run_root(config), _runtime(config))
     rows = []
     if config.teacher.checkpoint is None and config.teacher.arch is not None:
         summary = train_teacher(config, progress=progress)
-        rows.append({"name": "teacher", "arch": config.teacher.arch, "method": "-", **_scores(summary), "run_dir": str(teacher_dir(config))})
+        rows.append({"name": "teacher", "arch": config.teacher.arch, "method": "-", "seed": config.seed, **_scores(summary), "run_dir": str(teacher_dir(config))})
     names = student_names(config)
     configs = {name: student_config(config, name) for name in names}
     if any(c.distill.nd.weight > 0 and not c.distill.nd.class_means for c in configs.values()):
         compute_centers(config)
     for name in names:
-        summary = distill(config, name, progress=progress)
-        method = configs[name].distill.method + (f" + ND({configs[name].distill.nd.weight:g})" if configs[name].distill.nd.weight > 0 else "")
-        rows.append({"name": name, "arch": configs[name].student.arch, "method": method, **_scores(summary), "run_dir": str(run_root(config) / name)})
+        for seed in seeds or [None]:
+            summary = distill(config, name, seed=seed, progress=progress)
+            row = {"name": name, "arch": configs[name].student.arch, "method": method_label(to_dict(configs[name].distill))}
+            rows.append({**row, "seed": summary["seed"], **_scores(summary), "run_dir": str(student_run_dir(config, name, seed))})
     return rows
 
 
@@ -305,12 +326,9 @@ def _scores(summary: dict) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     """Plain-text table of :func:`run_pipeline` rows."""
-    header = ("run", "arch", "method", "top-1 last", "top-1 best (epoch)", "directory")
+    header = ("run", "arch", "method", "seed", "top-1 last", "top-1 best (epoch)", "directory")
     body = [
-        (r["name"], r["arch"], r["method"], f"{r['top1_last']:.2f}", f"{r['top1_best']:.2f} ({r['best_epoch']})", r["run_dir"])
+        (r["name"], r["arch"], r["method"], str(r["seed"]), f"{r['top1_last']:.2f}", f"{r['top1_best']:.2f} ({r['best_epoch']})", r["run_dir"])
         for r in rows
     ]
-    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *body]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return format_text_table([header, *body])

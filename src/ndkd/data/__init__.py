@@ -11,12 +11,15 @@ from ndkd.data.imagefolder import ImageFolderDataset, ImageFolderLoader, load_im
 from ndkd.data.loader import InMemoryLoader, random_crop_flip
 
 
-def load_dataset(config: DataConfig, train: bool, seed: int = 0) -> ImageDataset | ImageFolderDataset:
+def load_dataset(config: DataConfig, train: bool, seed: int | None = None) -> ImageDataset | ImageFolderDataset:
     """The train or test split named by ``config.dataset`` (``train_subset`` applied).
+
+    ``seed`` (default ``config.seed``) seeds the synthetic images and the ``train_subset`` draw.
 
     In-memory datasets hold their images; an image folder (``imagefolder``: test split = ``val_dir``)
     holds its file list and decodes images in loader workers.
     """
+    seed = config.seed if seed is None else seed
     if config.dataset == "imagefolder":
         dataset = load_image_folder(config.root, config.imagefolder, train)
     elif config.dataset == "fashion_mnist":

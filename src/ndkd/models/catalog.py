@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ndkd.models.features import FeatureTap, embedding_dim, model_stages
 from ndkd.models.registry import create_model, get_model_entry, list_models
+from ndkd.tables import format_text_table
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,6 @@ def describe_all(family: str | None = None) -> list[ModelInfo]:
     return [describe_model(e.name) for e in sorted(entries, key=lambda e: (e.family, e.name.lower()))]
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def format_models(infos: list[ModelInfo]) -> str:
     """One line per architecture: name, family, input size, parameters, embedding width, stage channels, MFLOPs."""
     header = ("name", "family", "input", "params (M)", "embedding", "stage channels", "MFLOPs", "aliases")
@@ -95,7 +89,7 @@ def format_models(infos: list[ModelInfo]) -> str:
         )
         for info in infos
     ]  # fmt: skip
-    return _table(header, rows)
+    return format_text_table([header, *rows])
 
 
 def format_features(info: ModelInfo) -> str:
@@ -106,6 +100,6 @@ def format_features(info: ModelInfo) -> str:
         f"{info.name}: {info.description}; input {info.input_size}x{info.input_size}, {info.params / 1e6:.2f} M parameters, "
         f"{info.mflops:,.1f} MFLOPs",
         f"embedding: {info.embedding_dim}-d (input of the final Linear)",
-        _table(header, rows) if rows else "no feature stages declared (ND and logit methods work; feature methods need stages)",
+        format_text_table([header, *rows]) if rows else "no feature stages declared (ND and logit methods work; feature methods need stages)",
     ]
     return "\n".join(lines)
