@@ -1,6 +1,6 @@
 """ndkd's training step against the same step written the conventional way, interleaved in one process.
 
-``python -m benchmarks step_vs_plain [--pairs resnet56:resnet20 resnet32x4:resnet8x4] [--rounds 8]``.
+``python -m benchmarks step_vs_plain [--pairs resnet56:resnet20 resnet32x4:resnet8x4] [--rounds 20]``.
 Four steps of the same fp32 computation on the same batch (batch 64, CIFAR-100 shapes, random weights
 with BatchNorm-calibrated teachers, as ``train_step``):
 
@@ -13,7 +13,8 @@ with BatchNorm-calibrated teachers, as ``train_step``):
   ``training_step``.
 
 The four run round-robin (one step of each per round) after warm-up steps, so a slow spell of the
-machine hits all of them; the median per step is reported with the ratios. Separate processes per
+machine hits all of them; the median per step is reported with the ratios, and the ND loss's own
+forward+backward time on this batch, as a share of the KD step. Separate processes per
 configuration (``train_step``) drift by ±15 % on this kind of machine, more than ND costs, which is
 why the ND overhead is measured here.
 """
@@ -28,9 +29,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import machine, ratio
+from benchmarks._common import machine, ratio, time_call
 from benchmarks.nd_loss import per_sample_loop
 from benchmarks.train_step import PEERS_MS, calibrate_batchnorm
+from ndkd.losses import nd_loss
 
 TEMPERATURE = 4.0
 ND_WEIGHT = 1.0
@@ -94,6 +96,16 @@ def measure_pair(teacher_name: str, student_name: str, rounds: int, batch: int) 
             if round_index >= 2:
                 samples[name].append((time.perf_counter() - started) * 1000.0)
     ms = {name: round(statistics.median(values), 1) for name, values in samples.items()}
+    # ND's own cost inside the step: its loss forward+backward on embeddings of this batch and width,
+    # precise where the difference of two whole-step medians is within the machine's noise
+    student_emb = torch.randn(batch, embedding_dim(student), requires_grad=True)
+    teacher_emb = torch.randn(batch, embedding_dim(teacher)) * 2
+
+    def nd_only() -> None:
+        student_emb.grad = None
+        nd_loss(student_emb, teacher_emb, class_means, labels).backward()
+
+    nd_ms = time_call(nd_only, repeats=200)["median_ms"]
     result = {
         "teacher": teacher_name, "student": student_name, "batch": batch, "rounds": rounds,
         "ms_per_step": ms,
@@ -104,6 +116,8 @@ def measure_pair(teacher_name: str, student_name: str, rounds: int, batch: int) 
             "ndkd": round(100.0 * (ms["ndkd_kdpp"] / ms["ndkd_kd"] - 1.0), 1),
             "official": round(100.0 * (ms["official_kdpp"] / ms["plain_kd"] - 1.0), 1),
         },
+        "nd_loss_ms": nd_ms,
+        "nd_loss_percent_of_ndkd_kd_step": round(100.0 * nd_ms / ms["ndkd_kd"], 3),
     }  # fmt: skip
     peer = PEERS_MS.get((teacher_name, student_name, "kd"))
     if peer:
@@ -117,7 +131,7 @@ def measure_pair(teacher_name: str, student_name: str, rounds: int, batch: int) 
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks step_vs_plain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", nargs="+", default=["resnet56:resnet20", "resnet32x4:resnet8x4"], help="TEACHER:STUDENT")
-    parser.add_argument("--rounds", type=int, default=8, help="measured rounds (one step of each variant per round)")
+    parser.add_argument("--rounds", type=int, default=20, help="measured rounds (one step of each variant per round)")
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args(argv)
     results = [measure_pair(*pair.split(":"), args.rounds, args.batch) for pair in args.pairs]
