@@ -1,28 +1,35 @@
-"""Typed configuration: YAML recipes (safe loader only), dotted command-line overrides, validation.
+"""Typed configuration: the schema of a recipe, its validation and the students it declares.
 
 A recipe is validated into :class:`Config`. Unknown keys and wrong types are rejected with the
 offending key, the allowed keys (with a close-match suggestion) and where the value came from (the
 file name or the override). Method options (``distill.options``) are checked against the options
-declared by the chosen distiller. Nothing in a config is ever executed.
+declared by the chosen distiller. Nothing in a config is ever executed. The generic machinery (typed
+dataclasses from YAML mappings, dotted overrides, safe reading) lives in :mod:`ndkd.typed_yaml`.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import difflib
 import hashlib
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
 
 from ndkd.errors import ConfigError
+from ndkd.typed_yaml import (  # noqa: F401  (parse_override: part of this module's API)
+    Sources,
+    apply_overrides,
+    build_dataclass,
+    build_options,
+    join_path,
+    merge_mappings,
+    parse_override,
+    read_yaml,
+)
 
 DatasetName = Literal["fashion_mnist", "cifar10", "cifar100", "synthetic", "imagefolder"]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -173,155 +180,18 @@ class Config:
 
 
 _VARIANT_KEYS = ("name", "student", "train", "distill", "seed", "recipe")
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-class _Sources:
-    """Remembers which dotted keys came from command-line overrides, to name the source of an error."""
-
-    def __init__(self, file: str, overrides: dict[str, str] | None = None) -> None:
-        self.file = file
-        self.overrides = overrides or {}
-
-    def error(self, path: str, message: str) -> ConfigError:
-        for key, text in self.overrides.items():
-            if path == key or path.startswith(key + ".") or key.startswith(path + "."):
-                return ConfigError(f"override {text!r}: {message}")
-        return ConfigError(f"{self.file}: {message}")
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _type_name(tp: Any) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
-    return names.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _coerce(tp: Any, value: Any, path: str, sources: _Sources) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _coerce(inner, value, path, sources)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise sources.error(path, f"{path!r} must be one of {', '.join(map(str, choices))}; got {value!r}.{hint}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise sources.error(path, f"{path!r} must be a list, got {value!r} ({type(value).__name__})")
-        (inner,) = typing.get_args(tp)
-        return [_coerce(inner, item, f"{path}[{i}]", sources) for i, item in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, sources)
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise sources.error(path, f"{path!r} must be a mapping, got {value!r} ({type(value).__name__})")
-        return copy.deepcopy(value)
-    if tp is float and isinstance(value, str) and _FLOAT.match(value.strip()):
-        return float(value)  # PyYAML reads 5e-4 (no dot) as a string
-    valid = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }
-    if not valid.get(tp, False):
-        raise sources.error(path, f"{path!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    return float(value) if tp is float else value
-
-
-def _build(cls: type, data: Any, path: str, sources: _Sources):
-    if not isinstance(data, dict):
-        where = f"{path!r}" if path else "the config"
-        raise sources.error(path, f"{where} must be a mapping of keys to values, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            section = f"in {path!r}" if path else "at the top level"
-            raise sources.error(
-                _join(path, key),
-                f"unknown key {_join(path, key)!r}.{hint} Allowed keys {section}: {', '.join(allowed)}",
-            )
-    values = {name: _coerce(hints[name], data[name], _join(path, name), sources) for name in allowed if name in data}
-    return cls(**values)
-
-
-def build_options(options_class: type, options: dict, path: str, sources: _Sources | None = None):
-    """Validate a method's ``options`` mapping into its options dataclass."""
-    return _build(options_class, options, path, sources or _Sources("config"))
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.epochs=5"`` -> (["train", "epochs"], 5); the value is parsed as YAML (safe)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise ConfigError(f"override {text!r} must look like section.key=value (for example train.epochs=5)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error.problem})") from error
-    return key.strip().split("."), value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict[str, str]:
-    """Set each dotted override in the raw mapping ``data``; return {dotted key: override text}."""
-    applied = {}
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for depth, key in enumerate(keys[:-1]):
-            child = node.setdefault(key, {})
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(keys[: depth + 1])!r} is not a section")
-            node = child
-        node[keys[-1]] = value
-        applied[".".join(keys)] = text
-    return applied
-
-
-def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with the safe loader."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from error
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def _validate_method(config: Config, path: str, sources: _Sources) -> None:
+def _validate_method(config: Config, path: str, sources: Sources) -> None:
     from ndkd.distillers.registry import get_method
 
     try:
         method = get_method(config.distill.method)
     except ConfigError as error:
-        raise sources.error(_join(path, "distill.method"), str(error)) from None
-    options = build_options(method.options, config.distill.options, _join(path, "distill.options"), sources)
+        raise sources.error(join_path(path, "distill.method"), str(error)) from None
+    options = build_options(method.options, config.distill.options, join_path(path, "distill.options"), sources)
     config.distill.options = dataclasses.asdict(options)
 
 
-def _check_ranges(config: Config, sources: _Sources) -> None:
+def _check_ranges(config: Config, sources: Sources) -> None:
     """Values that type-check but cannot work (a zero batch size, an lr of 0, unsorted milestones...)."""
     checks = [
         ("data.batch_size", config.data.batch_size >= 1, "at least 1"),
@@ -376,8 +246,8 @@ def value_at(config: Any, path: str) -> Any:
 
 def config_from_dict(data: dict, source: str = "config", overrides: dict[str, str] | None = None) -> Config:
     """Validate a raw mapping into a :class:`Config` (method options and ``students`` included)."""
-    sources = _Sources(source, overrides)
-    config = _build(Config, data, "", sources)
+    sources = Sources(source, overrides)
+    config = build_dataclass(Config, data, "", sources)
     _validate_method(config, "", sources)
     _check_ranges(config, sources)
     # command-line overrides win over the file, student entries included: variant_config applies them again
@@ -405,17 +275,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return config_from_dict(data, str(path), applied)
 
 
-def _merge(base: dict, update: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def variant_config(config: Config, name: str, sources: _Sources | None = None) -> Config:
+def variant_config(config: Config, name: str, sources: Sources | None = None) -> Config:
     """The config of student ``name`` of ``config.students``: the base config with that entry's overrides.
 
     Dotted command-line overrides (``load_config(path, overrides)``) are applied on top of the entry, so
@@ -430,12 +290,12 @@ def variant_config(config: Config, name: str, sources: _Sources | None = None) -
     base["students"] = []
     if base["distill"]["method"] != matches[0].get("distill", {}).get("method", base["distill"]["method"]):
         base["distill"]["options"] = {}  # the base method's options do not apply to another method
-    data = _merge(base, {k: v for k, v in matches[0].items() if k != "name"})
+    data = merge_mappings(base, {k: v for k, v in matches[0].items() if k != "name"})
     command_line = getattr(config, "_command_line_overrides", {})
     apply_overrides(data, [text for key, text in command_line.items() if key.split(".")[0] in _VARIANT_KEYS])
-    sources = sources or _Sources("config", command_line)
+    sources = sources or Sources("config", command_line)
     try:
-        built = _build(Config, data, "", sources)
+        built = build_dataclass(Config, data, "", sources)
         _validate_method(built, "", sources)
         _check_ranges(built, sources)
     except ConfigError as error:
