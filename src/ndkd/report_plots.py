@@ -24,8 +24,9 @@ DPI = 110
 
 
 def group_colors(groups: list[RunGroup], labels: list[str]) -> dict[str, str]:
-    """label -> colour: grey for teachers, matplotlib's tab10 cycle for the students in group order."""
-    palette = [f"C{i}" for i in range(10)]
+    """label -> colour: grey for teachers, matplotlib's tab10 cycle for the students in group order
+    (without its grey, C7, which would read as a teacher)."""
+    palette = [f"C{i}" for i in range(10) if i != 7]
     colors, index = {}, 0
     for group, label in zip(groups, labels):
         if group.runs[0].role == "teacher":
