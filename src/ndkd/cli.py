@@ -8,13 +8,10 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import sys
-import types
-import typing
 from pathlib import Path
 
 from ndkd import __version__
@@ -198,57 +195,11 @@ def _say(text: object) -> None:
         print(text)
 
 
-def _type_label(tp) -> str:
-    """``float``, ``bool``, ``float or null``, ``list of int``, ``one of a, b`` for an option's type hint."""
-    args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
-    if typing.get_origin(tp) is typing.Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(tp)))
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
-        return _type_label(args[0]) + " or null"
-    if typing.get_origin(tp) is list and len(args) == 1:
-        return "list of " + _type_label(args[0])
-    return getattr(tp, "__name__", str(tp))
-
-
-def _options(cls, names: list[str] | None = None) -> list[dict]:
-    """[{name, type, default}] of the fields of an options dataclass (all, or ``names`` in order)."""
-    hints = typing.get_type_hints(cls)
-    defaults = dataclasses.asdict(cls())
-    names = [f.name for f in dataclasses.fields(cls)] if names is None else names
-    return [{"name": name, "type": _type_label(hints[name]), "default": defaults[name]} for name in names]
-
-
 def _methods(args: argparse.Namespace) -> int:
-    from ndkd.config import NDConfig
-    from ndkd.distillers import list_methods
-    from ndkd.distillers.nd import ND_VARIANTS
+    from ndkd.distillers.listing import format_method_listing, method_listing
 
-    listing = {
-        "methods": [
-            {"name": m.name, "description": m.description, "needs_teacher": m.needs_teacher, "options": _options(m.options)}
-            for m in list_methods()
-        ],
-        "nd_variants": [
-            {"name": v.name, "description": v.description, "options": _options(NDConfig, list(v.options))}
-            for v in ND_VARIANTS.values()
-        ],
-    }
-    if args.json:
-        print(json.dumps(listing, indent=2))
-        return 0
-
-    def show(title: str, entries: list[dict], prefix: str) -> None:
-        print(title)
-        width = max(len(entry["name"]) for entry in entries)
-        for entry in entries:
-            print(f"  {entry['name'].ljust(width)}  {entry['description']}")
-            options = "   ".join(f"{prefix}{o['name']}: {o['type']} = {json.dumps(o['default'])}" for o in entry["options"])
-            if options:
-                print(f"  {' ' * width}  {options}")
-
-    show("methods (distill.method; options under distill.options):", listing["methods"], "")
-    print()
-    show("ND variants (distill.nd.variant; on when distill.nd.weight > 0, with any method):", listing["nd_variants"], "distill.nd.")
+    listing = method_listing()
+    print(json.dumps(listing, indent=2) if args.json else format_method_listing(listing))
     return 0
 
 
