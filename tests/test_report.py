@@ -126,6 +126,23 @@ def test_figures_are_readable_pngs(runs):
         assert f"]({name})" in runs["text"]
 
 
+@pytest.mark.parametrize(
+    "curves, scale",
+    [([[2.0, 1.5, 1.0], [3.0, 2.0, 1.2]], "linear"), ([[2.0, 1.5, 1.0], [200.0, 400.0, 14.0]], "symlog"), ([], "linear")],
+    ids=["similar runs", "one run diverges", "nothing drawn"],
+)
+def test_a_diverging_run_puts_the_loss_panel_on_a_symlog_axis(curves, scale):
+    from matplotlib.figure import Figure
+
+    from ndkd.report_plots import _compress_outliers
+
+    ax = Figure().add_subplot()
+    _compress_outliers(ax, [np.array(c) for c in curves])
+    assert ax.get_yscale() == scale
+    if scale == "symlog":  # linear up to the median of all six values, (2 + 14) / 2, logarithmic above
+        assert ax.yaxis.get_transform().linthresh == pytest.approx(8.0)
+
+
 def test_curves_are_mean_min_max_over_seeds_of_metrics(runs):
     groups = {g.name: g for g in group_runs(find_runs([runs["root"] / "wide"]))}
     records = [[json.loads(line) for line in (runs["root"] / f"wide/kdpp/seed{s}/metrics.jsonl").read_text().splitlines()] for s in (0, 1)]

@@ -212,7 +212,8 @@ CURVES_NOTE = (
     "One line per group: the mean over its seeds at each epoch; the shaded band spans the lowest to the "
     "highest seed. The loss panels show each term as it was optimised (already multiplied by its weight and "
     "warm-up), averaged over the epoch's training samples; `loss` is their sum. A teacher's curves follow its "
-    "own schedule (`teacher.train`)."
+    "own schedule (`teacher.train`). A panel whose y axis says *log scale above x* is linear up to x and "
+    "logarithmic above, because one group's values dwarf the others'."
 )
 EMBEDDINGS_NOTE = (
     "KD++'s evidence, on the test split (first seed of each group): left, the L2 norms of the embeddings "

@@ -24,9 +24,10 @@ DPI = 110
 
 
 def group_colors(groups: list[RunGroup], labels: list[str]) -> dict[str, str]:
-    """label -> colour: grey for teachers, matplotlib's tab10 cycle for the students in group order
-    (without its grey, C7, which would read as a teacher)."""
-    palette = [f"C{i}" for i in range(10) if i != 7]
+    """label -> colour: grey for teachers; for the students in group order matplotlib's tab10 (without
+    its grey, C7, which would read as a teacher), then six darker hues, so that an ablation of up to 15
+    students has no two alike."""
+    palette = [f"C{i}" for i in range(10) if i != 7] + ["black", "navy", "darkgoldenrod", "teal", "crimson", "indigo"]
     colors, index = {}, 0
     for group, label in zip(groups, labels):
         if group.runs[0].role == "teacher":
@@ -81,6 +82,19 @@ def _draw_curve(ax, epochs: np.ndarray, mean: np.ndarray, low: np.ndarray, high:
     ax.grid(alpha=0.3)
 
 
+def _compress_outliers(ax, curves: list[np.ndarray], spread: float = 30.0) -> None:
+    """A symmetric-log y axis when one curve (a diverging run) dwarfs the others, so they stay readable.
+
+    Linear up to the median of the curves' values, logarithmic above; used only when the largest value
+    is more than ``spread`` times that median.
+    """
+    values = np.abs(np.concatenate(curves)) if curves else np.zeros(0)
+    values = values[values > 0]
+    if len(values) and values.max() > spread * np.median(values):
+        ax.set_yscale("symlog", linthresh=float(np.median(values)))
+        ax.annotate(f"log scale above {np.median(values):.2g}", (0.98, 0.97), xycoords="axes fraction", ha="right", va="top", fontsize="x-small", color="0.3")
+
+
 def _legend_label(group: RunGroup, label: str) -> str:
     method = "" if group.method == "-" else f", {group.method}"
     return f"{label} ({group.arch}{method}, n={len(group.runs)})"
@@ -111,10 +125,13 @@ def plot_loss_terms(groups: list[RunGroup], labels: list[str], path: Path) -> li
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     drawn: dict[str, object] = {}
     for ax, term in zip(axes, terms):
+        means = []
         for group, label in zip(groups, labels):
             epochs, mean, low, high = curve(group, lambda record: record.get("train", {}).get(term))
             if len(epochs):
                 _draw_curve(ax, epochs, mean, low, high, _legend_label(group, label), colors[label])
+                means.append(mean)
+        _compress_outliers(ax, means)
         ax.set_title("loss: sum of the terms" if term == "loss" else f"term: {term}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("training loss (nats / sample)" if term in ("loss", "ce", "kd") else "training loss / sample")
