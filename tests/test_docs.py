@@ -45,3 +45,17 @@ def test_readme_python_example_runs():
     assert set(namespace["losses"]) == {"ce", "kd", "nd"}
     assert namespace["distiller"].nd.projector is None  # resnet8 and resnet20 both have 64-d embeddings
     assert namespace["student"].conv1.weight.grad is not None
+
+
+def relative_links(path: Path) -> list[str]:
+    """Targets of the markdown links and images of a file that point inside the repository."""
+    import re
+
+    targets = re.findall(r"\]\(([^)\s]+)\)", path.read_text())
+    return [t.split("#", 1)[0] for t in targets if not t.startswith(("http://", "https://", "#", "mailto:"))]
+
+
+@pytest.mark.parametrize("path", [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))], ids=lambda p: p.name)
+def test_documentation_links_point_at_files_that_exist(path):
+    broken = [target for target in relative_links(path) if not (path.parent / target).exists()]
+    assert broken == [], f"{path.relative_to(ROOT)} links to missing files: {broken}"
