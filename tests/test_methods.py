@@ -1,4 +1,5 @@
-"""The logit distillers (dkd, dist, projected-logit kd): weights, warm-up, end-to-end runs, `ndkd methods`."""
+"""The logit distillers (dkd, dist, projected-logit kd): weights, warm-up, end-to-end runs; every method on
+Fashion-MNIST with and without ND; `ndkd methods`."""
 
 from __future__ import annotations
 
@@ -271,31 +272,46 @@ def fashion_mnist_short_test_split(source: Path, folder: Path, count: int) -> Pa
     return folder
 
 
-def test_logit_methods_with_nd_train_on_fashion_mnist(fashion_mnist, tmp_path):
+# every registered method -> the terms it logs besides ce (feature methods: tests/test_feature_pipeline.py)
+METHOD_TERMS = {
+    "none": set(), "kd": {"kd"}, "dkd": {"tckd", "nckd"}, "dist": {"dist_inter", "dist_intra"},
+    "reviewkd": {"reviewkd"}, "fitnet": {"fitnet"}, "pefd": {"pefd"},
+    "diffkd": {"diffkd_feat", "diffkd_feat_diffusion", "diffkd_ae", "diffkd_logit", "diffkd_logit_diffusion"},
+}  # fmt: skip
+
+
+def test_every_method_trains_on_fashion_mnist_with_and_without_nd(fashion_mnist, tmp_path):
+    assert set(METHOD_TERMS) == {m.name for m in list_methods()}, "a registered method is missing from this test"
     root = fashion_mnist_short_test_split(fashion_mnist, tmp_path / "fashion-mnist", 1000)
     torch.manual_seed(5)
     teacher = tmp_path / "teacher.pt"  # untrained: this run checks the real-data path, not accuracy
     save_weights(create_model("resnet8", num_classes=10, in_channels=1), teacher, arch="resnet8")
+    methods = {name: (name, {}, terms) for name, terms in METHOD_TERMS.items()} | {"kdproj": LOGIT_METHODS["kdproj"]}
+    students = [
+        {"name": f"{name}_nd{weight:g}", "distill": {"method": method, "options": options, "nd": {"weight": weight}}}
+        for name, (method, options, _) in methods.items()
+        for weight in (0.0, 1.0)
+    ]
     config = {
         "name": "fm",
         "output_dir": str(tmp_path / "runs"),
         "device": "cpu",
-        "data": {"dataset": "fashion_mnist", "root": str(root), "train_subset": 500, "batch_size": 50, "crop_padding": 2},
+        "data": {"dataset": "fashion_mnist", "root": str(root), "train_subset": 300, "batch_size": 50, "crop_padding": 2},
         "teacher": {"arch": "resnet8", "checkpoint": str(teacher)},
         "student": {"arch": "resnet8"},
-        "train": {"epochs": 1, "lr": 0.05, "milestones": [], "log_interval": 5},
-        "distill": {"method": "kd", "nd": {"weight": 1.0}},
-        "students": [
-            {"name": name, "distill": {"method": method, "options": options}} for name, (method, options, _) in LOGIT_METHODS.items()
-        ],
+        "train": {"epochs": 1, "lr": 0.05, "milestones": [], "log_interval": 3},
+        "students": students,
     }
     assert main(["run", _write(tmp_path, config, "fm.yaml"), "--no-progress"]) == 0
     runs = tmp_path / "runs" / "fm"
-    for name, (_, _, terms) in LOGIT_METHODS.items():
-        assert json.loads((runs / name / "summary.json").read_text())["finished"]
-        train = _records(runs / name)[-1]["train"]
-        assert set(train) == {"loss", "top1", "ce", "nd", *terms}
-        assert 0.0 < train["nd"] < 2.0 and all(train[t] > 0.0 and math.isfinite(train[t]) for t in terms)
+    for name, (_, _, terms) in methods.items():
+        for weight in (0.0, 1.0):
+            run = runs / f"{name}_nd{weight:g}"
+            assert json.loads((run / "summary.json").read_text())["finished"], run
+            train = _records(run)[-1]["train"]
+            assert set(train) == {"loss", "top1", "ce", *terms, *(["nd"] if weight else [])}, run
+            assert all(train[t] > 0.0 and math.isfinite(train[t]) for t in terms), (run, train)
+            assert weight == 0.0 or 0.0 < train["nd"] < 2.0, (run, train)
 
 
 # ------------------------------------------------------------------------------------- ndkd methods
