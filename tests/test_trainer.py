@@ -12,7 +12,7 @@ import torch
 from ndkd import pipeline
 from ndkd.config import config_from_dict
 from ndkd.distillers.base import Distiller
-from ndkd.distillers.registry import register_distiller
+from ndkd.distillers.registry import _METHODS, register_distiller
 from ndkd.errors import ConfigError, TrainingError
 from ndkd.models import create_model, load_weights
 
@@ -34,13 +34,20 @@ class NanOptions:
     from_epoch: int = 1
 
 
-@register_distiller("test_nan", options=NanOptions, needs_teacher=False, description="test only: NaN loss from an epoch on")
 class NanFromEpoch(Distiller):
     def forward_train(self, images, labels, epoch):
         logits, losses = super().forward_train(images, labels, epoch)
         if epoch >= self.options.from_epoch:
             losses["broken"] = logits.sum() * float("nan")
         return logits, losses
+
+
+@pytest.fixture
+def nan_method():
+    """`test_nan` registered for one test only, so that no other test sees it in the registry."""
+    register_distiller("test_nan", options=NanOptions, needs_teacher=False, description="test only: NaN loss from an epoch on")(NanFromEpoch)
+    yield
+    del _METHODS["test_nan"]
 
 
 def _metrics(run_dir):
@@ -96,7 +103,7 @@ def test_finished_run_is_skipped_and_changed_config_is_refused(tiny_config, tmp_
     assert len(kept) == 1  # the old run was moved aside, not deleted
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_dict, tmp_path):
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_dict, tmp_path, nan_method):
     tiny_dict["distill"] = {"method": "test_nan", "options": {"from_epoch": 1}}
     config = config_from_dict(tiny_dict)
     with pytest.raises(TrainingError) as caught:
